@@ -1,0 +1,1 @@
+"""Kafka connection settings and the embedded Tansu broker used when none is configured."""

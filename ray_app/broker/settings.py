@@ -1,0 +1,77 @@
+"""Kafka client settings, from config files or ``RAY_APP_KAFKA_*`` environment variables.
+
+The same settings drive the embedded broker on a laptop and a real, secured Kafka cluster in
+production: only ``bootstrap_servers`` and the security fields change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka. Empty ``bootstrap_servers`` means: start the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="RAY_APP_KAFKA_", extra="forbid")
+
+    bootstrap_servers: str = ""
+    """Comma-separated ``host:port`` list; empty starts the embedded Tansu broker."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    client_id: str = "ray-app"
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(
+                    f"bootstrap_servers entry {part!r} is not host:port "
+                    "(set RAY_APP_KAFKA_BOOTSTRAP_SERVERS=host1:9092,host2:9092)"
+                )
+        return v.strip()
+
+    @property
+    def servers(self) -> list[str]:
+        return [p.strip() for p in self.bootstrap_servers.split(",") if p.strip()]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python producers, consumers and admin clients."""
+        if not self.servers:
+            raise ValueError("bootstrap_servers is empty: start the embedded broker or set it")
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_mechanism, "
+                    "sasl_username and sasl_password (RAY_APP_KAFKA_SASL_*)"
+                )
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol.endswith("SSL"):
+            kw["ssl_check_hostname"] = self.ssl_check_hostname
+            for src, dst in (
+                ("ssl_cafile", "ssl_cafile"),
+                ("ssl_certfile", "ssl_certfile"),
+                ("ssl_keyfile", "ssl_keyfile"),
+            ):
+                if getattr(self, src):
+                    kw[dst] = getattr(self, src)
+        return kw

@@ -1,0 +1,1 @@
+"""Datasets: MovieLens fetch/load and the synthetic generator."""

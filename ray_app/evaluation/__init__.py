@@ -1,0 +1,1 @@
+"""Offline evaluation: per-user splits, vectorised full-ranking metrics, and ``evaluate``."""

@@ -1,0 +1,102 @@
+"""Offline evaluation of a fitted recommender against a held-out frame (full ranking)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ray_app.evaluation import metrics as M
+from ray_app.models.base import Interactions, Recommender
+
+
+def evaluate(
+    model: Recommender,  # type: ignore[type-arg]
+    train: Interactions,
+    test_frame: pd.DataFrame,
+    k: int = 10,
+    item_features: pd.DataFrame | None = None,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    exclude_seen: bool = True,
+) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` (fitted on ``train``) over the users of ``test_frame``.
+
+    Every item in the model's catalogue is a candidate; items the user interacted with in
+    training are excluded when ``exclude_seen``. Each distinct ``(user, item)`` pair in
+    ``test_frame`` is relevant. Users the model does not know, or cannot score, get an empty
+    list and therefore count as zero hits (they are *not* dropped, so a cold-start weakness
+    shows up in the numbers); ``known`` reports their share.
+
+    ``train`` is the data the model was fitted on; it supplies the item popularity behind
+    ``novelty`` (matched to the model's catalogue by item id).
+
+    ``item_features`` (indexed by item id, numeric columns such as one-hot genres) adds
+    ``ild@k``; items missing from it get an all-zero vector.
+
+    Returns a flat dict: ``ndcg@k``, ``recall@k``, ``precision@k``, ``mrr@k``, ``hit@k``,
+    ``coverage``, ``novelty``, ``gini``, ``known``, ``users`` and, with features, ``ild@k``.
+    """
+    for col in (user_col, item_col):
+        if col not in test_frame.columns:
+            raise ValueError(
+                f"test_frame has no column {col!r}; columns are {list(test_frame.columns)}"
+            )
+    fitted = model._require_fitted()
+    users = test_frame[user_col].astype(str).to_numpy()
+    items = test_frame[item_col].astype(str).to_numpy()
+    test_users, user_codes = np.unique(users, return_inverse=True)
+    n_items = fitted.n_items
+
+    # Test items outside the model's catalogue can never be hit but still count as relevant:
+    # give them indices past the catalogue so the denominators stay honest.
+    item_idx = fitted.item_ids.get_indexer(pd.Index(items))
+    unknown = item_idx < 0
+    if unknown.any():
+        _, extra = np.unique(items[unknown], return_inverse=True)
+        item_idx[unknown] = n_items + extra
+    width = int(item_idx.max(initial=n_items - 1)) + 1
+    truth = sp.csr_matrix(
+        (np.ones(len(item_idx), dtype=bool), (user_codes, item_idx)),
+        shape=(len(test_users), width),
+    )
+    truth.sum_duplicates()
+
+    uidx = fitted.user_ids.get_indexer(pd.Index(test_users))
+    known = uidx >= 0
+    recommended = np.full((len(test_users), min(k, n_items)), -1, dtype=np.int64)
+    if known.any():
+        top, _ = model.rank_items(uidx[known], k, exclude_seen=exclude_seen)
+        recommended[known] = top
+    scored: np.ndarray = np.asarray((recommended >= 0).any(axis=1))
+
+    # Popularity from the training matrix given here (count of users per item), aligned to the
+    # model's catalogue by id.
+    train_counts = np.diff(train.matrix.tocsc().indptr).astype(np.float64)
+    pop = np.zeros(n_items, dtype=np.float64)
+    pos = fitted.item_ids.get_indexer(train.item_ids)
+    pop[pos[pos >= 0]] = train_counts[pos >= 0]
+
+    out: dict[str, float] = {
+        f"ndcg@{k}": float(np.nanmean(M.ndcg_at_k(recommended, truth, k))),
+        f"recall@{k}": float(np.nanmean(M.recall_at_k(recommended, truth, k))),
+        f"precision@{k}": float(np.nanmean(M.precision_at_k(recommended, truth, k))),
+        f"mrr@{k}": float(np.nanmean(M.mrr_at_k(recommended, truth, k))),
+        f"hit@{k}": float(np.nanmean(M.hit_at_k(recommended, truth, k))),
+        "coverage": M.catalog_coverage(recommended, n_items, k),
+        "novelty": _nanmean(M.novelty(recommended, pop, max(train.n_users, 1), k)),
+        "gini": M.exposure_gini(recommended, n_items, k),
+        "known": float(scored.mean()) if len(scored) else 0.0,
+        "users": float(len(test_users)),
+    }
+    if item_features is not None:
+        feats = item_features.reindex(fitted.item_ids).fillna(0.0).to_numpy(dtype=np.float64)
+        out[f"ild@{k}"] = _nanmean(M.intra_list_diversity(recommended, feats, k))
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over defined values; ``nan`` (not a warning) when there are none."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")

@@ -1,0 +1,1 @@
+"""Kafka → Parquet ingestion with exactly-once file semantics."""

@@ -1,0 +1,211 @@
+"""Snapshot layout, naming and the atomic batch commit protocol.
+
+Layout under ``snapshot_dir``::
+
+    events/kind=<kind>/date=<YYYY-MM-DD>/<topic>+<partition>+<first>+<last>.parquet
+    dead_letter/topic=<topic>/<topic>+<partition>+<first>+<last>.parquet
+    _commits/<topic>+<partition>+<first>+<last>.json
+
+One consumed batch of a partition (offsets first..last) may span several kinds and dates, so it
+becomes several Parquet files sharing one name. The batch is durable once its commit marker in
+``_commits/`` exists: data files are written under temporary names, fsynced and renamed first,
+the marker last. On start-up :func:`recover` deletes data files whose marker is missing (a crash
+mid-batch; Kafka re-delivers those offsets because they were never committed), and
+:func:`next_offsets` tells the consumer where each partition resumes. Kafka offsets are
+committed only after the marker is in place, and the consumer resumes from the larger of the
+committed offset and the markers, so a crash between marker and commit duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ray_app.events.schema import SNAPSHOT_SCHEMA_VERSION
+
+_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)$")
+OFFSET_WIDTH = 19  # int64 max has 19 digits: lexical order == numeric order
+
+
+@dataclass(frozen=True, order=True)
+class BatchId:
+    """(topic, partition, first offset, last offset), inclusive."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if "+" in self.topic or "/" in self.topic:
+            raise ValueError(f"topic {self.topic!r} contains '+' or '/', which file names reserve")
+        if self.first > self.last or self.first < 0:
+            raise ValueError(f"bad offset range {self.first}..{self.last}")
+
+    @property
+    def stem(self) -> str:
+        return f"{self.topic}+{self.partition}+{self.first:0{OFFSET_WIDTH}d}+{self.last:0{OFFSET_WIDTH}d}"
+
+    @classmethod
+    def parse(cls, stem: str) -> BatchId:
+        """Inverse of :attr:`stem`; raises ValueError for names that are not batch files."""
+        m = _NAME.match(stem)
+        if not m:
+            raise ValueError(f"{stem!r} is not a <topic>+<partition>+<first>+<last> name")
+        return cls(m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]))
+
+
+def events_dir(root: Path) -> Path:
+    return root / "events"
+
+
+def dead_letter_dir(root: Path) -> Path:
+    return root / "dead_letter"
+
+
+def commits_dir(root: Path) -> Path:
+    return root / "_commits"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet_atomic(table: pa.Table, dest: Path, batch: BatchId, kind: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{uuid.uuid4().hex}-{dest.name}"
+    meta = {
+        b"ray_app.batch": batch.stem.encode(),
+        b"ray_app.first_offset": str(batch.first).encode(),
+        b"ray_app.last_offset": str(batch.last).encode(),
+        b"ray_app.schema_version": str(SNAPSHOT_SCHEMA_VERSION).encode(),
+        b"ray_app.kind": kind.encode(),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+
+
+def write_batch(root: Path, batch: BatchId, good: pa.Table, dead: pa.Table) -> list[Path]:
+    """Durably write one batch (snapshot rows + dead letters) and then its commit marker.
+
+    Returns the data files written (relative to ``root``), which the marker also lists.
+    """
+    written: list[Path] = []
+    if good.num_rows:
+        dates = pc.strftime(good["ts"], format="%Y-%m-%d")
+        good = good.append_column("_date", dates)
+        for kind in pc.unique(good["kind"]).to_pylist():
+            of_kind = good.filter(pc.equal(good["kind"], kind))
+            for date in pc.unique(of_kind["_date"]).to_pylist():
+                part = of_kind.filter(pc.equal(of_kind["_date"], date)).drop_columns(["_date"])
+                rel = Path("events") / f"kind={kind}" / f"date={date}" / f"{batch.stem}.parquet"
+                _write_parquet_atomic(part, root / rel, batch, kind)
+                written.append(rel)
+    if dead.num_rows:
+        rel = Path("dead_letter") / f"topic={batch.topic}" / f"{batch.stem}.parquet"
+        _write_parquet_atomic(dead, root / rel, batch, "dead_letter")
+        written.append(rel)
+    for d in {(root / p).parent for p in written}:
+        _fsync_dir(d)
+    marker = commits_dir(root) / f"{batch.stem}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.parent / f".tmp-{uuid.uuid4().hex}-{batch.stem}.json"
+    payload = {
+        "topic": batch.topic,
+        "partition": batch.partition,
+        "first_offset": batch.first,
+        "last_offset": batch.last,
+        "records": good.num_rows + dead.num_rows,
+        "snapshot_rows": good.num_rows,
+        "dead_letters": dead.num_rows,
+        "files": [str(p) for p in written],
+        "schema_version": SNAPSHOT_SCHEMA_VERSION,
+    }
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, marker)
+    _fsync_dir(marker.parent)
+    return written
+
+
+def committed_batches(root: Path) -> list[BatchId]:
+    """Every durable batch (one whose marker exists), sorted."""
+    d = commits_dir(root)
+    if not d.exists():
+        return []
+    out = []
+    for p in d.glob("*.json"):
+        if p.name.startswith(".tmp-"):
+            continue
+        out.append(BatchId.parse(p.stem))
+    return sorted(out)
+
+
+def next_offsets(root: Path) -> dict[tuple[str, int], int]:
+    """(topic, partition) → the next offset to consume according to the files on disk."""
+    nxt: dict[tuple[str, int], int] = {}
+    for b in committed_batches(root):
+        key = (b.topic, b.partition)
+        nxt[key] = max(nxt.get(key, 0), b.last + 1)
+    return nxt
+
+
+def _stem_of(path: Path) -> str:
+    name = path.name
+    if name.startswith(".tmp-"):
+        name = name.split("-", 2)[2]  # ".tmp-<uuid>-<stem>.<ext>"
+    return name.rsplit(".", 1)[0]
+
+
+def recover(root: Path, partitions: set[tuple[str, int]] | None = None) -> list[Path]:
+    """Delete temp files and data files of batches that never got a marker; return them.
+
+    ``partitions`` limits recovery to the (topic, partition) pairs this consumer now owns, so
+    that consumers sharing a snapshot directory never delete each other's in-flight files.
+    """
+    durable = {b.stem for b in committed_batches(root)}
+    removed: list[Path] = []
+    for sub in (events_dir(root), dead_letter_dir(root), commits_dir(root)):
+        if not sub.exists():
+            continue
+        for p in sub.rglob("*"):
+            if not p.is_file():
+                continue
+            stem = _stem_of(p)
+            try:
+                b = BatchId.parse(stem)
+            except ValueError:
+                continue  # not ours (e.g. a compacted-file index); leave it alone
+            if partitions is not None and (b.topic, b.partition) not in partitions:
+                continue
+            if p.name.startswith(".tmp-") or (p.suffix == ".parquet" and stem not in durable):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def snapshot_files(root: Path) -> list[Path]:
+    """Durable snapshot Parquet files (events only), sorted by name."""
+    durable = {b.stem for b in committed_batches(root)}
+    d = events_dir(root)
+    if not d.exists():
+        return []
+    return sorted(p for p in d.rglob("*.parquet") if p.stem in durable)

@@ -1,0 +1,1 @@
+"""Recommenders sharing one contract (:class:`ray_app.models.base.Recommender`)."""

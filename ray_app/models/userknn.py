@@ -1,0 +1,110 @@
+"""User-based k-nearest-neighbours on implicit feedback (Resnick et al. 1994, Herlocker et al.
+1999): a user's score for an item is the similarity-weighted vote of their nearest users."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from ray_app.models.base import Interactions, ModelConfig, Recommender
+from ray_app.models.similarity import (
+    Feedback,
+    Similarity,
+    csr_from_state,
+    csr_state,
+    feedback_matrix,
+    knn_similarity,
+)
+
+
+class UserKNNConfig(ModelConfig):
+    """Configuration for :class:`UserKNN`."""
+
+    k: int = Field(default=50, ge=1)
+    """Neighbours kept per user (row pruning of the user-user similarity matrix)."""
+    shrinkage: float = Field(default=0.0, ge=0.0)
+    """Added to the cosine denominator; damps similarities supported by few shared items."""
+    similarity: Similarity = "cosine"
+    """``cosine``, ``tfidf`` (cosine on TF-IDF weighted user vectors: rare items count more) or
+    ``bm25`` (dot product on BM25 weighted user vectors)."""
+    min_similarity: float = Field(default=0.0, ge=0.0)
+    """Similarities at or below this are dropped before pruning."""
+    feedback: Feedback = "binary"
+    """``binary``: every interaction counts 1; ``weighted``: use the interaction weights."""
+    block_size: int = Field(default=1024, ge=1)
+    """Users per block when computing similarities; bounds peak memory."""
+    bm25_k1: float = Field(default=1.2, gt=0.0)
+    """BM25 term-saturation parameter (only for ``similarity='bm25'``)."""
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)
+    """BM25 length-normalisation parameter (only for ``similarity='bm25'``)."""
+
+
+class UserKNN(Recommender[UserKNNConfig]):
+    """Score of item ``i`` for user ``u`` = Σ over the ``k`` nearest users ``v`` of
+    ``sim(u, v) · x[v, i]``; one sparse product ``W[users] @ X``.
+
+    Only users present at fit time can be scored (their neighbourhoods are precomputed); users
+    with an empty history have no neighbours and report ``can_score`` False.
+    """
+
+    name = "userknn"
+    config_class = UserKNNConfig
+
+    def __init__(self, config: UserKNNConfig | None = None) -> None:
+        super().__init__(config)
+        self.similarity_: sp.csr_matrix | None = None
+        self._x: sp.csr_matrix | None = None
+
+    def fit(self, interactions: Interactions) -> Self:
+        """Compute each user's ``k`` nearest users in blocks of ``block_size`` users."""
+        cfg = self.config
+        x = feedback_matrix(interactions.matrix, cfg.feedback)
+        self.similarity_ = knn_similarity(
+            x,
+            k=cfg.k,
+            similarity=cfg.similarity,
+            shrinkage=cfg.shrinkage,
+            min_similarity=cfg.min_similarity,
+            block_size=cfg.block_size,
+            bm25_k1=cfg.bm25_k1,
+            bm25_b=cfg.bm25_b,
+        )
+        self._x = x
+        self.interactions_ = interactions
+        return self
+
+    def _parts(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        inter = self._require_fitted()
+        if self._x is None:
+            self._x = feedback_matrix(inter.matrix, self.config.feedback)
+        assert self.similarity_ is not None
+        return self._x, self.similarity_
+
+    def neighbours(self, user_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(neighbour user indices, similarities)`` of user ``user_idx``, best first."""
+        _, w = self._parts()
+        start, stop = w.indptr[user_idx], w.indptr[user_idx + 1]
+        cols, vals = w.indices[start:stop], w.data[start:stop]
+        order = np.lexsort((cols, -vals))
+        return cols[order].astype(np.int64), vals[order].astype(np.float64)
+
+    def can_score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Users with at least one interaction."""
+        x, _ = self._parts()
+        return np.diff(x.indptr)[np.asarray(user_idx, dtype=np.int64)] > 0
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """``W[user_idx] @ X`` as a dense array."""
+        x, w = self._parts()
+        return np.asarray((w[np.asarray(user_idx, dtype=np.int64)] @ x).toarray())
+
+    def _state(self) -> dict[str, Any]:
+        _, w = self._parts()
+        return csr_state("similarity", w)
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.similarity_ = csr_from_state("similarity", state)
+        self._x = None

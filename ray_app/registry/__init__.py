@@ -1,0 +1,1 @@
+"""Signed, versioned model registry: one directory per version with a JSON manifest."""

@@ -1,0 +1,229 @@
+"""The model registry: ``<root>/<model name>/<version>/`` directories.
+
+Each version directory holds the artifact files, ``manifest.json`` (name, version, config, code
+version, training snapshot batches, offline metrics, created-at, and the SHA-256 of every
+artifact file) and ``signature.json`` over the manifest's exact bytes. ``root`` is a local path
+or any pyarrow filesystem URI (``s3://…``, ``gs://…``); versions are staged locally, copied up,
+and downloaded to a local cache before verification and loading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pyarrow.fs as pafs
+
+import ray_app
+from ray_app.models.base import Recommender
+from ray_app.registry.signing import SignatureError, SigningConfig, sign, verify
+
+MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{ray_app.__version__}+{sha}" if sha else ray_app.__version__
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A verified, locally available registry version."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+class Registry:
+    """Register, list, verify and load model versions."""
+
+    def __init__(
+        self, root: str | Path, signing: SigningConfig | None = None, cache: Path | None = None
+    ) -> None:
+        self.uri = str(root)
+        self.signing = signing or SigningConfig()
+        self.fs, self.base = pafs.FileSystem.from_uri(self._abs(self.uri))
+        self.cache = cache or Path(platformdirs.user_cache_dir("ray-app")) / "registry"
+
+    @staticmethod
+    def _abs(uri: str) -> str:
+        return uri if "://" in uri else str(Path(uri).resolve())
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def _is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ---- writing ------------------------------------------------------------------------
+    def register(
+        self,
+        model: Recommender[Any],
+        *,
+        metrics: dict[str, Any] | None = None,
+        snapshot: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> ModelVersion:
+        """Save ``model`` as a new signed version of ``name`` (default: the model's name)."""
+        name = name or model.name
+        now = dt.datetime.now(dt.UTC)
+        version = now.strftime("v%Y%m%dT%H%M%S%fZ")
+        with tempfile.TemporaryDirectory() as tmp:
+            stage = Path(tmp) / version
+            files = model.save(stage / "artifact")
+            manifest: dict[str, Any] = {
+                "name": name,
+                "version": version,
+                "model_class": model.name,
+                "config": model.config.model_dump(mode="json"),
+                "code_version": code_version(),
+                "created_at": now.isoformat(),
+                "snapshot": snapshot or {},
+                "metrics": metrics or {},
+                "files": {f"artifact/{f}": _sha256(stage / "artifact" / f) for f in sorted(files)},
+                **(extra or {}),
+            }
+            payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            (stage / MANIFEST).write_bytes(payload)
+            (stage / SIGNATURE).write_text(json.dumps(sign(payload, self.signing), indent=2))
+            dest = self._path(name, version)
+            self.fs.create_dir(self._path(name), recursive=True)
+            # Copy into a hidden name, then move, so readers never see a half-written version.
+            hidden = self._path(name, f".incoming-{version}")
+            pafs.copy_files(
+                str(stage),
+                hidden,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=self.fs,
+            )
+            self.fs.move(hidden, dest)
+        return self.fetch(name, version)
+
+    # ---- reading ------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Model names that have at least one version."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+        except FileNotFoundError:
+            return []
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory
+            and not i.base_name.startswith(".")
+            and self.versions(i.base_name)
+        )
+
+    def versions(self, name: str) -> list[str]:
+        """Versions of ``name``, oldest first."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self._path(name), allow_not_found=True))
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("v")
+        )
+
+    def latest(self, name: str) -> str | None:
+        vs = self.versions(name)
+        return vs[-1] if vs else None
+
+    def read_manifest(self, name: str, version: str) -> dict[str, Any]:
+        """The manifest (unverified: for listing only, never for loading)."""
+        with self.fs.open_input_stream(self._path(name, version, MANIFEST)) as fh:
+            return dict(json.loads(fh.read()))
+
+    def fetch(self, name: str, version: str | None = None) -> ModelVersion:
+        """Verify a version (signature, then every file hash) and return its local path.
+
+        Raises :class:`SignatureError` naming the offending file if anything does not match;
+        nothing is unpickled or imported before this check passes.
+        """
+        version = version or self.latest(name)
+        if version is None:
+            raise FileNotFoundError(f"registry {self.uri} has no versions of model {name!r}")
+        if self._is_local():
+            local = Path(self._path(name, version))
+        else:
+            local = self.cache / name / version
+            if local.exists():
+                shutil.rmtree(local)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(
+                self._path(name, version),
+                str(local),
+                source_filesystem=self.fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
+        manifest = verify_dir(local, self.signing)
+        return ModelVersion(name, version, local, manifest)
+
+    def load(self, name: str, version: str | None = None) -> tuple[Recommender[Any], ModelVersion]:
+        """Verify, then load the model of a version."""
+        from ray_app.models.catalog import MODELS
+
+        mv = self.fetch(name, version)
+        cls = MODELS.get(mv.manifest["model_class"])
+        if cls is None:
+            raise ValueError(
+                f"{mv.path}/{MANIFEST}: unknown model_class {mv.manifest['model_class']!r}"
+            )
+        return cls.load(mv.path / "artifact"), mv
+
+
+def verify_dir(path: Path, signing: SigningConfig) -> dict[str, Any]:
+    """Check ``path``'s signature and file hashes; return the manifest or raise SignatureError."""
+    mpath, spath = path / MANIFEST, path / SIGNATURE
+    if not mpath.exists():
+        raise SignatureError(f"{mpath}: missing manifest")
+    if not spath.exists():
+        raise SignatureError(f"{spath}: missing signature (unsigned version)")
+    payload = mpath.read_bytes()
+    try:
+        record = json.loads(spath.read_text())
+    except json.JSONDecodeError as exc:
+        raise SignatureError(f"{spath}: not valid JSON") from exc
+    verify(payload, record, signing, str(mpath))
+    manifest: dict[str, Any] = json.loads(payload)
+    listed: dict[str, str] = manifest.get("files", {})
+    for rel, want in listed.items():
+        f = path / rel
+        if not f.exists():
+            raise SignatureError(f"{f}: listed in manifest but missing")
+        if _sha256(f) != want:
+            raise SignatureError(f"{f}: SHA-256 does not match the signed manifest (tampered)")
+    for f in path.rglob("*"):
+        rel = f.relative_to(path).as_posix()
+        if f.is_file() and rel not in listed and rel not in (MANIFEST, SIGNATURE):
+            raise SignatureError(f"{f}: file not listed in the signed manifest")
+    return manifest

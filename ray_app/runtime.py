@@ -1,0 +1,28 @@
+"""Connecting to Ray: a local instance on a laptop, an existing cluster by address."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> str:
+    """``ray.init`` once; returns the dashboard URL (empty if the dashboard is off).
+
+    ``address`` (or ``RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray starts.
+    Ray 2.60 clusters started with ``ray start`` use token auth: clients need
+    ``RAY_AUTH_MODE=token`` (the token lives in ``~/.ray/auth_token``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return str(getattr(ctx, "dashboard_url", "") or "")
+    addr = address or os.environ.get("RAY_ADDRESS")
+    opts: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, **kwargs}
+    if addr:
+        ctx = ray.init(address=addr, **opts)
+    else:
+        ctx = ray.init(num_cpus=num_cpus, include_dashboard=True, **opts)
+    url = getattr(ctx, "dashboard_url", "") or ""
+    return f"http://{url}" if url and not url.startswith("http") else str(url)

@@ -1,0 +1,1 @@
+"""Training: snapshots → interactions → fitted, evaluated, registered models."""

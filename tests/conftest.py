@@ -1,0 +1,49 @@
+"""Shared fixtures: one embedded broker and one Ray instance per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests must not depend on (or write to) the developer's real key file.
+os.environ.setdefault("RAY_APP_REGISTRY_HMAC_KEY", "test-only-registry-key")
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu, in memory) on a free loopback port."""
+    from ray_app.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (``ray.init`` costs ~4 s)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> object:
+    """MovieLens-100K (fetched into the user cache once; never committed)."""
+    from ray_app.data.movielens import load
+
+    return load("ml-100k")
+
+
+@pytest.fixture()
+def tmp_dir(tmp_path: Path) -> Path:
+    return tmp_path
