@@ -110,13 +110,19 @@ def _read_schema(kind: str) -> pa.Schema:
 
 
 def _read_lines(lines: pa.Array, schema: pa.Schema) -> pa.Table:
-    """Read newline-free JSON texts, one object each, with ``pyarrow.json``."""
+    """Read newline-free JSON texts, one object each, with ``pyarrow.json``.
+
+    Callers guarantee every text starts with ``{``: pyarrow (seen with 26.0) segfaults when a
+    block *begins* with a top-level ``null``, and blocks begin at a record boundary.
+    """
     joined = pc.binary_join(
         pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n"
     )[0]
+    longest = pc.max(pc.binary_length(lines)).as_py() or 0
     table = pj.read_json(
         pa.BufferReader(joined.as_buffer()),
-        read_options=pj.ReadOptions(use_threads=False),
+        # A record must never straddle two blocks.
+        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * longest + 2)),
         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
     )
     if table.num_rows != len(lines):
@@ -176,11 +182,13 @@ def _read_records(text: pa.Array, kind: str, errors: v.RowErrors) -> pa.Table:
     n = len(text)
     schema = _read_schema(kind)
     candidates = np.flatnonzero(errors.ok)
-    # A raw newline is legal JSON whitespace but would split the record in two when joined.
-    multiline = pc.fill_null(pc.match_substring_regex(text, r"[\r\n]"), False)
-    multiline_np = np.asarray(multiline.to_numpy(zero_copy_only=False), dtype=bool)
-    fast_rows = candidates[~multiline_np[candidates]]
-    slow_rows = candidates[multiline_np[candidates]]
+    # The fast path takes only single-line texts that look like one object: a raw newline is
+    # legal JSON whitespace but would split a record in two once joined, and anything not
+    # starting with "{" (a top-level null in particular, see _read_lines) is decoded by json.
+    one_object = pc.fill_null(pc.match_substring_regex(text, r"^\{[^\r\n]*\}$"), False)
+    fast_np = np.asarray(one_object.to_numpy(zero_copy_only=False), dtype=bool)
+    fast_rows = candidates[fast_np[candidates]]
+    slow_rows = candidates[~fast_np[candidates]]
 
     pieces: list[pa.Table] = []
     placed: list[np.ndarray] = []

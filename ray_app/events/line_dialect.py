@@ -39,7 +39,6 @@ from ray_app.events.model import (
 
 DEFAULT_TOPIC = "movielog"
 
-_LINE_RE = r"(?s)^(?P<time>[^,]*),(?P<user>[^,]*),(?P<request>.*)$"
 _WATCH_RE = r"(?s)^GET /data/m/(?P<movie>[^/]*)/(?P<minute>[^/]*)\.mpg$"
 _RATE_RE = r"(?s)^GET /rate/(?P<movie>[^=]*)=(?P<rating>.*)$"
 # Greedy <items> so that the *last* ", " before "<n> ms" separates the latency; the whole
@@ -65,6 +64,18 @@ def _describe_request(request: str) -> str:
     if request.startswith("recommendation request"):
         return f"malformed recommendation line, expected {_RECO_SHAPE}"
     return f"unknown request {v.show(request)}"
+
+
+def _split_fields(text: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """``<time>,<user>,<request>`` → three arrays, null where a line has fewer than 3 fields."""
+    # A literal split plus a gather is ~3x cheaper than a capturing regex over the whole line.
+    parts = pc.split_pattern(text, ",", max_splits=2)
+    complete = pc.fill_null(pc.equal(pc.list_value_length(parts), 3), False)
+    missing = np.asarray(pc.invert(complete).to_numpy(zero_copy_only=False), dtype=bool)
+    starts = parts.offsets.to_numpy()[:-1].astype(np.int64)
+    values = parts.values
+    fields = [values.take(pa.array(starts + k, mask=missing)) for k in range(3)]
+    return fields[0], fields[1], fields[2]
 
 
 def _split_items(items_text: pa.Array) -> pa.Array:
@@ -96,17 +107,14 @@ def parse_line_batch(
 
     text = v.decode(binary, rules, errors, noun="line")
     errors.flag(pc.equal(text, ""), lambda i: "empty line")
-    line = pc.extract_regex(text, _LINE_RE)
+    time_text, user, request = _split_fields(text)
     errors.flag(
-        pc.is_null(line),
+        pc.is_null(request),
         lambda i: (
             "expected '<time>,<user>,<request>' but the line has "
             f"{v.value_at(text, i).count(',') + 1} comma-separated field(s)"
         ),
     )
-    time_text = pc.struct_field(line, "time")
-    user = pc.struct_field(line, "user")
-    request = pc.struct_field(line, "request")
 
     ts = v.parse_iso_time(time_text)
     errors.flag(

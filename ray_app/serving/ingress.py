@@ -1,6 +1,7 @@
 """HTTP ingress (FastAPI): ``/recommend/{user_id}`` and ``/healthz``."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the real Annotated[...] types
+# of route parameters, which Serve re-binds on the replica class.
 
 import logging
 import time
@@ -73,8 +74,8 @@ class Ingress:
             fb = await self.fallback.recommend.remote(user_id, kk - len(items), items)
             fallback_used = True
             items += fb["items"]
-            if not ans.get("version"):
-                ans = fb
+            if not ans.get("items"):
+                ans = fb  # the fallback answered on its own: report its model and version
         latency_ms = (time.perf_counter() - t0) * 1000
         if format == "json":
             return JSONResponse(
