@@ -13,13 +13,13 @@ from ray_app.models.catalog import MODELS, build_model, load_model
 
 
 def test_all_models_registered() -> None:
-    assert set(MODELS) == {"popularity", "itemknn", "userknn", "ease"}
+    assert set(MODELS) == {"popularity", "itemknn", "userknn", "ease", "two_tower"}
     for name, cls in MODELS.items():
         assert cls.name == name
 
 
 def test_unknown_name_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'knn'.*ease, itemknn, popularity"):
+    with pytest.raises(ValueError, match=r"unknown model 'knn'.*ease, itemknn, popularity, two_tower, userknn"):
         build_model("knn", None)
 
 

@@ -15,6 +15,7 @@ from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
 from ray_app.ingest.snapshots import (
     BatchId,
     committed_batches,
+    compact,
     next_offsets,
     recover,
     snapshot_files,
@@ -131,3 +132,55 @@ def test_recover_removes_batches_without_marker(tmp_path: Path) -> None:
     assert other.exists()
     assert [b.last for b in committed_batches(tmp_path)] == [1]
     assert next_offsets(tmp_path) == {("movielog", 0): 2}
+
+
+def test_compaction_merges_closed_dates_and_keeps_every_offset_once(tmp_path: Path) -> None:
+    empty = DEAD_LETTER_SCHEMA.empty_table()
+    for first in range(0, 40, 4):  # ten batches, each spanning two days
+        offs = list(range(first, first + 4))
+        write_batch(
+            tmp_path,
+            BatchId("movielog", 0, first, first + 3),
+            _rows(offs, ["watch"] * 4, [1, 1, 2, 3]),
+            empty,
+        )
+    before = snapshot_files(tmp_path)
+    result = compact(tmp_path)  # closes every date but the newest (2024-01-03)
+    assert result.groups == 2 and result.files_before == 20 and result.files_after == 2
+    after = snapshot_files(tmp_path)
+    assert len(after) == len(before) - 18
+    day1 = [p for p in after if "date=2024-01-01" in str(p)]
+    # named by the union of the merged batches' offset ranges, like every batch file
+    assert [p.stem for p in day1] == [BatchId("movielog", 0, 0, 39).stem]
+    offsets = sorted(o for p in after for o in pq.read_table(p)["offset"].to_pylist())
+    assert offsets == list(range(40))
+    assert next_offsets(tmp_path) == {("movielog", 0): 40}  # resume point unchanged
+    assert recover(tmp_path) == []  # compacted files are durable, not orphans
+
+
+def test_interrupted_compaction_is_finished_by_recovery(tmp_path: Path) -> None:
+    empty = DEAD_LETTER_SCHEMA.empty_table()
+    originals = []
+    for first in (0, 2):
+        write_batch(
+            tmp_path,
+            BatchId("t", 0, first, first + 1),
+            _rows([first, first + 1], ["watch"] * 2, [1, 1]),
+            empty,
+        )
+        originals.append(
+            tmp_path
+            / "events/kind=watch/date=2024-01-01"
+            / f"{BatchId('t', 0, first, first + 1).stem}.parquet"
+        )
+    copies = [p.read_bytes() for p in originals]
+    compact(tmp_path, closed_before="2024-01-02")
+    # simulate a crash after the compaction record but before the originals were deleted
+    for p, data in zip(originals, copies, strict=True):
+        p.write_bytes(data)
+    removed = recover(tmp_path)
+    assert sorted(removed) == sorted(originals)
+    offsets = sorted(
+        o for p in snapshot_files(tmp_path) for o in pq.read_table(p)["offset"].to_pylist()
+    )
+    assert offsets == [0, 1, 2, 3]

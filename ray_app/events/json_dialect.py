@@ -196,11 +196,12 @@ def _read_records(text: pa.Array, kind: str, errors: v.RowErrors) -> pa.Table:
         quoted = pc.replace_substring_regex(
             text.take(pa.array(fast_rows)), _QUOTE_NUMBERS_RE, r'\1"\2"'
         )
-        try:
-            pieces.append(_read_lines(quoted, schema))
-            placed.append(fast_rows)
-        except (pa.ArrowInvalid, ValueError):
-            slow_rows = candidates
+        for rows, table in _read_bisecting(quoted, fast_rows, schema):
+            if table is None:
+                slow_rows = np.concatenate([slow_rows, rows])
+            else:
+                pieces.append(table)
+                placed.append(rows)
 
     reasons: dict[int, str] = {}
     if len(slow_rows):
@@ -236,6 +237,31 @@ def _read_records(text: pa.Array, kind: str, errors: v.RowErrors) -> pa.Table:
     combined = pa.concat_tables(pieces).combine_chunks() if pieces else schema.empty_table()
     take = pa.array(position, mask=position < 0)
     return combined.take(take)
+
+
+_MIN_BISECT = 16
+
+
+def _read_bisecting(
+    lines: pa.Array, rows: np.ndarray, schema: pa.Schema
+) -> list[tuple[np.ndarray, pa.Table | None]]:
+    """Read with ``pyarrow.json``, halving whatever fails so one bad record costs a few
+    re-reads rather than the whole batch. Small chunks that still fail come back with
+    ``None``, for the per-record path to diagnose.
+    """
+    out: list[tuple[np.ndarray, pa.Table | None]] = []
+    pending = [(0, len(rows))]
+    while pending:
+        lo, hi = pending.pop()
+        try:
+            out.append((rows[lo:hi], _read_lines(lines.slice(lo, hi - lo), schema)))
+        except (pa.ArrowInvalid, ValueError):
+            if hi - lo <= _MIN_BISECT:
+                out.append((rows[lo:hi], None))
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]
+    return out
 
 
 def _read_canonical(lines: list[str], schema: pa.Schema) -> tuple[pa.Table, dict[int, str]]:

@@ -18,10 +18,13 @@ committed offset and the markers, so a crash between marker and commit duplicate
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +76,10 @@ def dead_letter_dir(root: Path) -> Path:
 
 def commits_dir(root: Path) -> Path:
     return root / "_commits"
+
+
+def compactions_dir(root: Path) -> Path:
+    return root / "_compactions"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -180,9 +187,15 @@ def recover(root: Path, partitions: set[tuple[str, int]] | None = None) -> list[
 
     ``partitions`` limits recovery to the (topic, partition) pairs this consumer now owns, so
     that consumers sharing a snapshot directory never delete each other's in-flight files.
+    Also finishes interrupted compactions (see :func:`compact`).
     """
-    durable = {b.stem for b in committed_batches(root)}
-    removed: list[Path] = []
+    with _compaction_lock(root):
+        return _recover_locked(root, partitions)
+
+
+def _recover_locked(root: Path, partitions: set[tuple[str, int]] | None) -> list[Path]:
+    removed: list[Path] = finish_compactions(root)
+    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
     for sub in (events_dir(root), dead_letter_dir(root), commits_dir(root)):
         if not sub.exists():
             continue
@@ -204,8 +217,123 @@ def recover(root: Path, partitions: set[tuple[str, int]] | None = None) -> list[
 
 def snapshot_files(root: Path) -> list[Path]:
     """Durable snapshot Parquet files (events only), sorted by name."""
-    durable = {b.stem for b in committed_batches(root)}
+    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
     d = events_dir(root)
     if not d.exists():
         return []
     return sorted(p for p in d.rglob("*.parquet") if p.stem in durable)
+
+
+# ---- compaction ------------------------------------------------------------------------------
+# Compaction merges the files of one (kind, date, topic, partition) into one file named by the
+# smallest first and largest last offset it holds. Its commit point is a record in
+# ``_compactions/`` listing the files it replaces: written after the merged file is renamed into
+# place and before the originals are deleted. Recovery deletes merged files without a record and
+# deletes originals listed in a record, so a crash at any step leaves each offset in one file.
+
+
+@contextlib.contextmanager
+def _compaction_lock(root: Path) -> Iterator[None]:
+    """Serialise compaction and recovery on one host (flock on ``_compactions/.lock``), so a
+    consumer's recovery never mistakes a merge in progress for an orphan."""
+    d = compactions_dir(root)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _compacted_stems(root: Path) -> set[str]:
+    d = compactions_dir(root)
+    if not d.exists():
+        return set()
+    return {json.loads(p.read_text())["stem"] for p in d.glob("*.json")}
+
+
+def finish_compactions(root: Path) -> list[Path]:
+    """Delete the originals that completed compaction records replace; return them."""
+    removed: list[Path] = []
+    d = compactions_dir(root)
+    if not d.exists():
+        return removed
+    for rec in d.glob("*.json"):
+        data = json.loads(rec.read_text())
+        for rel in data["replaced"]:
+            p = root / rel
+            if p.exists():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    groups: int
+    files_before: int
+    files_after: int
+    rows: int
+
+
+def compact(root: Path, closed_before: str | None = None, min_files: int = 2) -> CompactionResult:
+    """Merge small files of closed dates (``date < closed_before``, ISO; default: all but the
+    newest date in the snapshots), per (kind, date, topic, partition)."""
+    with _compaction_lock(root):
+        return _compact_locked(root, closed_before, min_files)
+
+
+def _compact_locked(root: Path, closed_before: str | None, min_files: int) -> CompactionResult:
+    edir = events_dir(root)
+    if not edir.exists():
+        return CompactionResult(0, 0, 0, 0)
+    finish_compactions(root)
+    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
+    groups: dict[tuple[Path, str, int], list[Path]] = {}
+    dates: set[str] = set()
+    for p in edir.glob("kind=*/date=*/*.parquet"):
+        if p.stem not in durable:
+            continue
+        b = BatchId.parse(p.stem)
+        dates.add(p.parent.name.removeprefix("date="))
+        groups.setdefault((p.parent, b.topic, b.partition), []).append(p)
+    if closed_before is None:
+        if not dates:
+            return CompactionResult(0, 0, 0, 0)
+        closed_before = max(dates)
+    n_groups = before = after = rows = 0
+    cdir = compactions_dir(root)
+    cdir.mkdir(parents=True, exist_ok=True)
+    for (directory, topic, partition), files in sorted(groups.items()):
+        date = directory.name.removeprefix("date=")
+        if date >= closed_before or len(files) < min_files:
+            continue
+        ids = [BatchId.parse(f.stem) for f in files]
+        merged_id = BatchId(topic, partition, min(i.first for i in ids), max(i.last for i in ids))
+        table = pa.concat_tables(
+            [pq.read_table(f) for f in sorted(files)], promote_options="default"
+        )
+        table = table.sort_by("offset").replace_schema_metadata(None)
+        kind = directory.parent.name.removeprefix("kind=")
+        dest = directory / f"{merged_id.stem}.parquet"
+        _write_parquet_atomic(table, dest, merged_id, kind)
+        _fsync_dir(directory)
+        record = {
+            "stem": merged_id.stem,
+            "file": str(dest.relative_to(root)),
+            "replaced": [str(f.relative_to(root)) for f in files if f != dest],
+        }
+        rec_path = cdir / f"{kind}+{date}+{merged_id.stem}.json"
+        tmp = cdir / f".tmp-{uuid.uuid4().hex}.json"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, rec_path)
+        _fsync_dir(cdir)
+        for f in files:
+            if f != dest:
+                f.unlink()
+        n_groups += 1
+        before += len(files)
+        after += 1
+        rows += table.num_rows
+    return CompactionResult(n_groups, before, after, rows)

@@ -11,10 +11,11 @@ from ray_app.models.base import Recommender
 from ray_app.models.ease import EASE
 from ray_app.models.itemknn import ItemKNN
 from ray_app.models.popularity import Popularity
+from ray_app.models.two_tower import TwoTower
 from ray_app.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender[Any]]] = {
-    cls.name: cls for cls in (Popularity, ItemKNN, UserKNN, EASE)
+    cls.name: cls for cls in (Popularity, ItemKNN, UserKNN, EASE, TwoTower)
 }
 """Every model buildable by name; the key is the class's ``name`` (also written to model.json)."""
 

@@ -227,3 +227,41 @@ def verify_dir(path: Path, signing: SigningConfig) -> dict[str, Any]:
         if f.is_file() and rel not in listed and rel not in (MANIFEST, SIGNATURE):
             raise SignatureError(f"{f}: file not listed in the signed manifest")
     return manifest
+
+
+# ---- item metadata (genres) for re-ranking -----------------------------------------------
+ITEM_METADATA = "_item_metadata.json"
+ITEM_METADATA_SIGNATURE = "_item_metadata.signature.json"
+
+
+def write_item_metadata(registry: Registry, genres: dict[str, list[str]]) -> str:
+    """Store item → genres at the registry root, signed like a version; returns its path.
+
+    The file sits beside the model directories (``models()`` only lists directories), so one
+    catalogue serves every model version; the serving re-ranker reads it with
+    :func:`read_item_metadata`.
+    """
+    payload = json.dumps({"genres": genres}, sort_keys=True).encode()
+    sig = json.dumps(sign(payload, registry.signing)).encode()
+    registry.fs.create_dir(registry.base, recursive=True)
+    for name, data in ((ITEM_METADATA, payload), (ITEM_METADATA_SIGNATURE, sig)):
+        with registry.fs.open_output_stream(registry._path(name)) as fh:
+            fh.write(data)
+    return registry._path(ITEM_METADATA)
+
+
+def read_item_metadata(registry: Registry) -> dict[str, list[str]]:
+    """Verified item → genres map; empty when none was written. Raises SignatureError if tampered."""
+    path = registry._path(ITEM_METADATA)
+    if registry.fs.get_file_info(path).type != pafs.FileType.File:
+        return {}
+    with registry.fs.open_input_stream(path) as fh:
+        payload = fh.read()
+    try:
+        with registry.fs.open_input_stream(registry._path(ITEM_METADATA_SIGNATURE)) as fh:
+            record = json.loads(fh.read())
+    except (FileNotFoundError, OSError, json.JSONDecodeError) as exc:
+        raise SignatureError(f"{path}: missing or unreadable signature") from exc
+    verify(payload, record, registry.signing, path)
+    genres: dict[str, list[str]] = json.loads(payload)["genres"]
+    return genres

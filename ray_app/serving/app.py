@@ -1,24 +1,44 @@
-"""Application builder used by ``serve_config.yaml`` (``import_path: ray_app.serving.app:build_app``)."""
+"""Application builder used by ``serve_config.yaml`` (``import_path: ray_app.serving.app:build_app``).
+
+Graph: ``Ingress`` → ``ABRouter`` → one ``ModelServer`` per variant (``variant-<name>``) and the
+popularity ``fallback`` → ``ReRanker``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.ingress import Ingress
 from ray_app.serving.model_server import ModelServer
+from ray_app.serving.reranker import ReRanker
+from ray_app.serving.router import ABRouter
+
+# ``@serve.deployment`` turns the classes into Deployments; mypy still sees the classes.
+_MODEL = cast(Deployment, ModelServer)
+_RERANK = cast(Deployment, ReRanker)
+_ROUTER = cast(Deployment, ABRouter)
+_INGRESS = cast(Deployment, Ingress)
 
 
 def build_app(args: dict[str, Any] | ServeArgs | None = None) -> Application:
-    """Wire ingress → primary model + popularity fallback with ``.bind()``."""
+    """Wire the deployments with ``.bind()``; hot knobs go in each one's ``user_config``."""
     a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     signing = a.signing
-    primary = ModelServer.options(name="primary").bind(
-        a.registry, a.model, a.model_version, signing
+    variants = {
+        v.name: _MODEL.options(name=f"variant-{v.name}", user_config={"fault_injection": dict(v.fault_injection)}).bind(
+            a.registry, v.model, v.version, signing
+        )
+        for v in a.variants
+    }
+    fallback = _MODEL.options(name="fallback").bind(a.registry, a.fallback_model, None, signing)
+    reranker = _RERANK.options(user_config={"diversity": a.diversity}).bind(
+        a.registry, signing, a.diversity
     )
-    fallback = ModelServer.options(name="fallback").bind(
-        a.registry, a.fallback_model, None, signing
-    )
-    return Ingress.bind(primary, fallback, a.default_k)
+    weights = {v.name: v.weight for v in a.variants}
+    router = _ROUTER.options(
+        user_config={"weights": weights, "salt": a.experiment_salt, "deadline_s": a.deadline_s}
+    ).bind(variants, fallback, reranker, weights, a.experiment_salt, a.deadline_s)
+    return _INGRESS.bind(router, fallback, a)

@@ -1,4 +1,8 @@
-"""HTTP ingress (FastAPI): ``/recommend/{user_id}`` and ``/healthz``."""
+"""HTTP ingress (FastAPI): recommendations, traces, admin API, health.
+
+Routes: ``GET /recommend/{user_id}`` (text line, or JSON with ``?format=json``),
+``GET /trace/{request_id}``, ``GET /healthz`` and the bearer-protected ``/admin/...`` routes.
+"""
 
 # No `from __future__ import annotations` here: FastAPI must see the real Annotated[...] types
 # of route parameters, which Serve re-binds on the replica class.
@@ -8,46 +12,186 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter, Histogram
+
+from ray_app.serving.config import ServeArgs
+from ray_app.serving.provenance import RecoLogger, TraceStore, reco_event
+from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
 
 log = logging.getLogger("ray.serve")
+audit = logging.getLogger("ray_app.audit")
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+VARIANT_PATTERN = r"^[A-Za-z0-9_\-]{1,32}$"
 
 api = FastAPI(
     title="ray_app recommendations",
     description=(
         "`GET /recommend/{user_id}` answers one line of comma-separated movie ids, best first "
-        "(the course platforms' contract); `?format=json` adds model, version and request id."
+        "(the course platforms' contract); `?format=json` adds variant, model, version and "
+        "request id. It always answers: a failing or slow variant is replaced by the popularity "
+        "fallback. Requests are rate-limited per key (429 with `Retry-After`). `/admin/...` "
+        "routes need a bearer token with the `admin` role (`reader` may list and trace)."
     ),
-    version="0.1.0",
+    version="0.2.0",
 )
+bearer = HTTPBearer(auto_error=False, description="API key (stored server-side as SHA-256).")
+
+# The replica's key store; set by Ingress.__init__ (one process per replica).
+_KEYS = KeyStore(environ={})
+# Last good popular list: the answer of last resort if everything behind the ingress fails.
+_LAST_RESORT: list[str] = []
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.25})
+def _principal(
+    cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal:
+    if cred is None or not cred.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    p = _KEYS.lookup(cred.credentials)
+    if p is None:
+        raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def _need_admin(p: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not allows(p, "admin"):
+        raise HTTPException(403, f"{p.name!r} has role {p.role!r}; this needs 'admin'")
+    return p
+
+
+def _need_reader(p: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not allows(p, "reader"):
+        raise HTTPException(403, f"{p.name!r} has role {p.role!r}; this needs 'reader'")
+    return p
+
+
+Admin = Annotated[Principal, Depends(_need_admin)]
+Reader = Annotated[Principal, Depends(_need_reader)]
+
+
+class WeightsBody(BaseModel):
+    """New A/B weights: every slot not named gets 0."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, float] = Field(examples=[{"A": 0.9, "B": 0.1}])
+
+
+class SwitchBody(BaseModel):
+    """Registry model and version for a slot; ``version`` null = latest, ``model`` null = same."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost error's type and message, without Ray's remote traceback."""
+    while getattr(exc, "cause", None) is not None:
+        exc = exc.cause  # type: ignore[attr-defined]
+    msg = exc.args[0] if exc.args else str(exc)
+    return f"{type(exc).__name__}: {msg}"
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Last line of defence: a recommendation request still gets a (popular) answer, not a 5xx."""
+    log.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    if request.url.path.startswith("/recommend/"):
+        return PlainTextResponse(",".join(_LAST_RESORT[:20]))
+    return JSONResponse({"detail": "request could not be processed"}, status_code=400)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
-    """Routes a request to the primary model, falling back to popularity; never a 5xx."""
+    """Validates, rate-limits and logs requests; the router does assignment and ranking."""
 
     def __init__(
-        self, primary: DeploymentHandle, fallback: DeploymentHandle, default_k: int = 20
+        self, router: DeploymentHandle, fallback: DeploymentHandle, args: ServeArgs
     ) -> None:
-        self.primary = primary
+        global _KEYS
+        self.router = router
         self.fallback = fallback
-        self.default_k = default_k
+        self.default_k = args.default_k
+        self.limit_key = args.rate_limit_key
+        _KEYS = KeyStore(args.api_keys)
+        if not len(_KEYS):
+            log.warning("no admin API keys configured: /admin routes will answer 401")
+        self.limiter = RateLimiter(args.rate_limit_per_min)
+        self.reco_log = RecoLogger(args.kafka_bootstrap_servers, args.reco_topic, args.reco_buffer)
+        self.traces = TraceStore(args.trace_size)
+        tags: Any = ("variant", "model_version")  # Ray annotates tag_keys as a 1-tuple
+        self.m_requests = Counter(
+            "ray_app_requests", description="Recommendation answers.", tag_keys=tags
+        )
+        self.m_latency = Histogram(
+            "ray_app_latency_ms",
+            description="End-to-end recommendation latency at the ingress (ms).",
+            boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
+            tag_keys=tags,
+        )
+        self.m_fallbacks = Counter(
+            "ray_app_fallbacks",
+            description="Answers served by the fallback model.",
+            tag_keys=(*tags, "reason"),
+        )
+        self.m_errors = Counter(
+            "ray_app_errors",
+            description="Requests where the router failed and the ingress answered on its own.",
+            tag_keys=("stage",),
+        )
+        self.m_limited = Counter(
+            "ray_app_rate_limited", description="Requests refused with 429.", tag_keys=("key",)
+        )
+        self.m_dropped = Counter(
+            "ray_app_reco_log_dropped", description="Reco events not sent to Kafka."
+        )
+
+    def _limit_key(self, request: Request, user_id: str) -> str:
+        if self.limit_key == "user":
+            return f"user:{user_id}"
+        if self.limit_key == "api_key":
+            auth = request.headers.get("authorization", "")
+            if auth:
+                return f"key:{token_hash(auth)}"
+        return f"addr:{request.client.host if request.client else 'unknown'}"
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        """Liveness plus what is being served."""
-        info = await self.primary.info.remote()
-        return {"status": "ok", "model": info["model"], "version": info["version"]}
+        """Liveness plus what each variant serves and the reco-log counters."""
+        variants = await self.router.describe.remote()
+        first = variants[0] if variants else {}
+        return {
+            "status": "ok",
+            "model": first.get("model"),
+            "version": first.get("version"),
+            "variants": variants,
+            "reco_log": self.reco_log.stats(),
+        }
 
-    @api.get("/recommend/{user_id}", response_model=None)
+    @api.get(
+        "/recommend/{user_id}",
+        response_model=None,
+        responses={
+            200: {
+                "description": "Text: `id1,id2,…`; JSON (`format=json`): items, variant, "
+                "model, model_version, request_id, fallback, latency_ms.",
+                "content": {"text/plain": {}, "application/json": {}},
+            },
+            429: {"description": "Rate limit exceeded; see the `Retry-After` header."},
+        },
+    )
     async def recommend(
         self,
+        request: Request,
         user_id: Annotated[
             str, Path(pattern=USER_ID_PATTERN, description="User id (1-64 of A-Z a-z 0-9 _ . -)")
         ],
@@ -57,37 +201,138 @@ class Ingress:
         format: Annotated[
             Literal["text", "json"], Query(description="`text` (default) or `json`")
         ] = "text",
-    ) -> PlainTextResponse | JSONResponse:
+    ) -> Response:
         """Top-k movie ids for ``user_id``."""
+        global _LAST_RESORT
         t0 = time.perf_counter()
+        wait = self.limiter.acquire(self._limit_key(request, user_id))
+        if wait > 0:
+            self.m_limited.inc(tags={"key": self.limit_key})
+            return JSONResponse(
+                {"detail": f"rate limit exceeded; retry in {wait:.1f}s"},
+                status_code=429,
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
         request_id = uuid.uuid4().hex
         kk = k or self.default_k
-        fallback_used = False
         try:
-            ans = await self.primary.recommend.remote(user_id, kk)
+            ans: dict[str, Any] = await self.router.route.remote(user_id, kk)
+            if ans["model"] == "popularity" and len(ans["items"]) >= 20:
+                _LAST_RESORT = list(ans["items"])
         except Exception:
-            log.exception("primary model failed for %s; falling back", user_id)
-            ans = {"items": [], "known": False}
+            log.exception("router failed for %s; ingress fallback", user_id)
+            self.m_errors.inc(tags={"stage": "router"})
+            ans = {"items": [], "variant": None, "fallback": True, "reason": "router_error"}
+            try:
+                fb = await self.fallback.recommend.remote(user_id, kk)
+                ans.update(items=fb["items"], model=fb["model"], version=fb["version"])
+            except Exception:
+                self.m_errors.inc(tags={"stage": "fallback"})
+                ans["items"] = _LAST_RESORT[:kk]
         items: list[str] = list(ans["items"])
-        if len(items) < kk:
-            # Unknown user, or too few neighbours: pad with popular unseen movies.
-            fb = await self.fallback.recommend.remote(user_id, kk - len(items), items)
-            fallback_used = True
-            items += fb["items"]
-            if not ans.get("items"):
-                ans = fb  # the fallback answered on its own: report its model and version
         latency_ms = (time.perf_counter() - t0) * 1000
+        tags = {"variant": str(ans.get("variant")), "model_version": str(ans.get("version"))}
+        self.m_requests.inc(tags=tags)
+        self.m_latency.observe(latency_ms, tags=tags)
+        if ans.get("fallback"):
+            self.m_fallbacks.inc(tags={**tags, "reason": str(ans.get("reason"))})
+        event = reco_event(request_id, user_id, ans, items, latency_ms)
+        self.traces.put(request_id, event)
+        if self.reco_log.enabled and not self.reco_log.log(event):
+            self.m_dropped.inc()
+        headers = {"X-Request-Id": request_id}
         if format == "json":
             return JSONResponse(
                 {
                     "user_id": user_id,
                     "items": items,
+                    "variant": ans.get("variant"),
                     "model": ans.get("model"),
                     "model_version": ans.get("version"),
-                    "known_user": bool(ans.get("known")),
-                    "fallback": fallback_used,
+                    "known_user": bool(ans.get("known_user")),
+                    "fallback": bool(ans.get("fallback")),
+                    "fallback_reason": ans.get("reason"),
                     "request_id": request_id,
                     "latency_ms": round(latency_ms, 3),
-                }
+                },
+                headers=headers,
             )
-        return PlainTextResponse(",".join(items))
+        return PlainTextResponse(",".join(items), headers=headers)
+
+    @api.get("/trace/{request_id}")
+    async def trace(
+        self,
+        who: Reader,
+        request_id: Annotated[str, Path(pattern=REQUEST_ID_PATTERN)],
+    ) -> dict[str, Any]:
+        """Why a user got a list: the recorded answer of a recent request (reader role)."""
+        rec = self.traces.get(request_id)
+        if rec is None:
+            raise HTTPException(404, f"request {request_id} is not among the recent answers")
+        return rec
+
+    # ---- admin ------------------------------------------------------------------------------
+    @api.get("/admin/variants")
+    async def list_variants(self, who: Reader) -> dict[str, Any]:
+        """Slots with weight, traffic share, model and version; plus salt and deadline."""
+        return {
+            "variants": await self.router.describe.remote(),
+            "config": await self.router.config.remote(),
+        }
+
+    @api.put("/admin/weights")
+    async def put_weights(self, who: Admin, body: Annotated[WeightsBody, Body()]) -> dict[str, Any]:
+        """Change A/B weights at once (sticky: users move only across shifted boundaries)."""
+        try:
+            new = await self.router.set_weights.remote(body.weights)
+        except Exception as exc:
+            raise HTTPException(400, _reason(exc)) from None
+        audit.warning("admin %s (%s): set weights %s", who.name, who.role, new)
+        return {"weights": new, "by": who.name}
+
+    @api.post(
+        "/admin/variants/{name}/model",
+        responses={409: {"description": "Version refused (verification or load failed)."}},
+    )
+    async def switch_model(
+        self,
+        who: Admin,
+        name: Annotated[str, Path(pattern=VARIANT_PATTERN)],
+        body: Annotated[SwitchBody, Body()],
+    ) -> dict[str, Any]:
+        """Switch a slot to a verified registry version; on failure the old one keeps serving."""
+        current = {v["name"]: v for v in await self.router.describe.remote()}
+        if name not in current:
+            raise HTTPException(404, f"unknown variant {name!r}; known: {sorted(current)}")
+        model = body.model or current[name]["model"]
+        try:
+            info = await self.router.switch.remote(name, model, body.version)
+        except Exception as exc:
+            reason = _reason(exc)
+            audit.warning(
+                "admin %s: switch %s to %s %s REFUSED: %s",
+                who.name,
+                name,
+                model,
+                body.version,
+                reason,
+            )
+            raise HTTPException(409, {"reason": reason, "still_serving": current[name]}) from None
+        audit.warning(
+            "admin %s (%s): switched variant %s from %s %s to %s %s",
+            who.name,
+            who.role,
+            name,
+            current[name]["model"],
+            current[name]["version"],
+            info["model"],
+            info["version"],
+        )
+        return {"variant": name, "model": info["model"], "version": info["version"], "by": who.name}
+
+    @api.post("/admin/reload")
+    async def reload(self, who: Admin) -> dict[str, Any]:
+        """Move every slot to its model's latest verified version (failures keep the old)."""
+        result = await self.router.reload.remote()
+        audit.warning("admin %s (%s): reload %s", who.name, who.role, result)
+        return {"variants": result, "by": who.name}

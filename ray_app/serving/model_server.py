@@ -1,8 +1,10 @@
-"""A deployment that serves one registry model version."""
+"""A deployment that serves one registry model version (one per A/B slot, plus the fallback)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import Any
 
 from ray import serve
@@ -13,12 +15,16 @@ from ray_app.registry.store import Registry
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
 class ModelServer:
-    """Loads a verified registry version and answers batched top-k requests.
+    """Loads a verified registry version and answers top-k requests.
 
-    ``user_config`` may carry ``{"version": "v…"}`` to switch versions without a restart; a
-    version that fails verification or loading leaves the current one serving.
+    ``user_config`` keys:
+
+    * ``version``: switch to this registry version without a restart; a version that fails
+      verification or loading leaves the current one serving.
+    * ``fault_injection`` (test-only, off by default): ``{"raise": true}`` makes every
+      ``recommend`` raise, ``{"sleep_s": 2.0}`` delays it — used to prove the router's fallback.
     """
 
     def __init__(
@@ -26,6 +32,9 @@ class ModelServer:
     ) -> None:
         self.registry = Registry(registry, signing)
         self.name = name
+        self.fault: dict[str, Any] = {}
+        # Loading runs in a worker thread on switch; the lock keeps (model, version) consistent.
+        self._lock = threading.Lock()
         self.model, self.version = self._load(version)
 
     def _load(self, version: str | None) -> tuple[Any, Any]:
@@ -34,39 +43,68 @@ class ModelServer:
         return model, mv
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply ``version`` / ``fault_injection`` from ``user_config``."""
+        self.fault = dict(user_config.get("fault_injection") or {})
         want = user_config.get("version")
         if want and want != self.version.version:
             try:
-                self.model, self.version = self._load(want)
+                self._swap(self.name, want)
             except Exception:
                 log.exception(
                     "could not load %s %s; still serving %s", self.name, want, self.version.version
                 )
 
+    def _swap(self, name: str, version: str | None) -> dict[str, Any]:
+        # Verify and load into locals first: the old model keeps answering until the new one
+        # is fully ready, then one reference swap makes it live (zero downtime).
+        registry_name = name
+        model, mv = self.registry.load(registry_name, version)
+        with self._lock:
+            self.model, self.version, self.name = model, mv, registry_name
+        log.info("switched to %s %s", registry_name, mv.version)
+        return self.info()
+
+    async def switch(self, name: str, version: str | None) -> dict[str, Any]:
+        """Verify and load ``name``/``version`` (None = latest); raises and keeps the old on error."""
+        return await asyncio.to_thread(self._swap, name, version)
+
     def info(self) -> dict[str, Any]:
+        """Model name, version and offline metrics being served."""
         return {
             "model": self.name,
             "version": self.version.version,
             "metrics": self.version.manifest.get("metrics", {}),
         }
 
-    def recommend(self, user_id: str, k: int, exclude: list[str] | None = None) -> dict[str, Any]:
+    def latest(self) -> str | None:
+        """Latest registry version of the served model name (for reload)."""
+        return self.registry.latest(self.name)
+
+    async def recommend(
+        self, user_id: str, k: int, exclude: list[str] | None = None
+    ) -> dict[str, Any]:
         """Top-k for one user: ``{"items", "scores", "known", "model", "version"}``."""
+        if self.fault.get("raise"):
+            raise RuntimeError(f"fault injection: {self.name} raises")
+        if self.fault.get("sleep_s"):
+            await asyncio.sleep(float(self.fault["sleep_s"]))
+        with self._lock:
+            model, mv, name = self.model, self.version, self.name
         extra = len(exclude) if exclude else 0
-        rec = self.model.recommend([user_id], k=k + extra, exclude_seen=True)
-        items, scores = rec.items[0], rec.scores[0]
+        rec = model.recommend([user_id], k=k + extra, exclude_seen=True)
+        items, scores = list(rec.items[0]), [float(s) for s in rec.scores[0]]
         if exclude:
             drop = set(exclude)
             kept = [(i, s) for i, s in zip(items, scores, strict=True) if i not in drop]
             items, scores = [i for i, _ in kept], [s for _, s in kept]
         known = bool(rec.known[0])
-        if not known and hasattr(self.model, "top_items"):
-            items = self.model.top_items(k + extra, exclude=set(exclude or []))
+        if not known and hasattr(model, "top_items"):
+            items = model.top_items(k + extra, exclude=set(exclude or []))[:k]
             scores = [0.0] * len(items)
         return {
             "items": items[:k],
             "scores": scores[:k],
             "known": known,
-            "model": self.name,
-            "version": self.version.version,
+            "model": name,
+            "version": mv.version,
         }

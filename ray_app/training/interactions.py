@@ -74,6 +74,9 @@ def read_interactions(snapshot_files: list[Path], feedback: FeedbackConfig) -> p
 
     if not snapshot_files:
         raise ValueError("no snapshot files to train on: run `ray-app ingest` first")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the train job prints its own summary
+    ctx.print_on_execution_start = False
     ds = ray.data.read_parquet(
         [str(p) for p in snapshot_files],
         columns=["kind", "user_id", "movie_id", "rating", "ts"],
