@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from ray_app.events import (
     DEAD_LETTER_SCHEMA,
     JSON_KINDS,
     SNAPSHOT_SCHEMA,
+    ParsedBatch,
     ParseError,
     RateEvent,
     RecoEvent,
@@ -44,7 +46,9 @@ def enc(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-def run(values: list[bytes | None], kind: str = "watch", rules: ValidationRules | None = None):
+def run(
+    values: Sequence[bytes | None], kind: str = "watch", rules: ValidationRules | None = None
+) -> ParsedBatch:
     return parse_json_batch(
         values,
         kind=kind,
@@ -112,7 +116,9 @@ def test_ts_forms(ts: object, expected: datetime) -> None:
 
 def test_rate() -> None:
     assert parse_json(enc(RATE), kind="rate") == RateEvent(T_EPOCH, "7", "amélie+2001", 4)
-    assert parse_json(enc(RATE | {"rating": 3.5}), kind="rate").rating == 3.5
+    assert parse_json(enc(RATE | {"rating": 3.5}), kind="rate") == RateEvent(
+        T_EPOCH, "7", "amélie+2001", 3.5
+    )
 
 
 def test_reco_response_with_optional_and_unknown_fields() -> None:
@@ -195,8 +201,10 @@ def test_bad_record_does_not_change_good_rows() -> None:
         (b'{"ts": NaN, "user_id": 1, "movie_id": 1, "minute": 1}', "watch", "NaN is not valid"),
         (b"{}{}", "watch", "invalid JSON: Extra data"),
         (b"[1, 2]", "watch", "expected a JSON object, got an array"),
-        (b"42", "watch", "expected a JSON object, got str"),
-        (b"null", "watch", "expected a JSON object, got NoneType"),
+        (b"42", "watch", "expected a JSON object, got a number"),
+        (b'"x"', "watch", "expected a JSON object, got a string"),
+        (b"null", "watch", "expected a JSON object, got null"),
+        (b"null\n", "watch", "expected a JSON object, got null"),
         (enc({"user_id": 7, "movie_id": 1, "minute": 1}), "watch", "missing field 'ts'"),
         (enc(WATCH | {"minute": None}), "watch", "missing field 'minute'"),
         (enc(WATCH | {"user_id": True}), "watch", "field 'user_id' must be a string or number, got true"),
@@ -219,7 +227,7 @@ def test_bad_record_does_not_change_good_rows() -> None:
         (enc(RESPONSE | {"status": "ok"}), "reco_responses", "status 'ok' is not an integer"),
         (enc(RESPONSE | {"latency_ms": -1}), "reco_responses", "negative latency -1 ms"),
         (enc(RESPONSE | {"server": ""}), "reco_responses", "empty server name"),
-        (enc(RESPONSE | {"items": "1, 2"}), "reco_responses", "field 'items' must be an array, got str"),
+        (enc(RESPONSE | {"items": "1, 2"}), "reco_responses", "field 'items' must be an array, got a string or number"),
         (enc(RESPONSE | {"items": [1, True]}), "reco_responses", "items[1] must be a string or number, got true"),
         (enc(RESPONSE | {"items": [1, None]}), "reco_responses", "empty or null item in result"),
         (enc(RESPONSE | {"items": list(range(101))}), "reco_responses", "result has 101 items"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -11,6 +12,8 @@ from pydantic import ValidationError
 from ray_app.events import (
     DEAD_LETTER_SCHEMA,
     SNAPSHOT_SCHEMA,
+    Event,
+    ParsedBatch,
     ParseError,
     RateEvent,
     RecoEvent,
@@ -26,7 +29,7 @@ T0 = datetime(2024, 1, 5, 10, 11, 12, tzinfo=UTC)
 RECO = "recommendation request host-1.example:8082, status 200, result: "
 
 
-def batch(values: list[bytes | None], rules: ValidationRules | None = None):
+def batch(values: Sequence[bytes | None], rules: ValidationRules | None = None) -> ParsedBatch:
     return parse_line_batch(
         values,
         topic="movielog",
@@ -97,7 +100,8 @@ def test_naive_time_is_utc_and_result_is_aware() -> None:
 
 @pytest.mark.parametrize("suffix", [b"\n", b"\r\n", b"  \n"])
 def test_trailing_newline_is_ignored(suffix: bytes) -> None:
-    assert parse_line(b"2024-01-05T10:11:12,1,GET /data/m/x/2.mpg" + suffix).minute == 2
+    event = parse_line(b"2024-01-05T10:11:12,1,GET /data/m/x/2.mpg" + suffix)
+    assert event == WatchEvent(T0, "1", "x", 2)
 
 
 @pytest.mark.parametrize(("text", "value"), [("4", 4), ("1", 1), ("5", 5), ("3.5", 3.5)])
@@ -224,7 +228,7 @@ def test_line_too_long() -> None:
 
 def test_rules_are_applied() -> None:
     rules = ValidationRules(rating_min=0, rating_max=10, max_user_id_len=3, max_items=2)
-    assert parse_line(line("GET /rate/1=10"), rules=rules).rating == 10
+    assert parse_line(line("GET /rate/1=10"), rules=rules) == RateEvent(T0, "123", "1", 10)
     assert dead_reason(line("GET /rate/1=10.5"), rules) == "rating 10.5 outside [0, 10]"
     assert "over max_user_id_len=3" in dead_reason(line(user="1234"), rules)
     assert "result has 3 items, over max_items=2" in dead_reason(
@@ -312,7 +316,7 @@ def test_mismatched_lengths_raise(partitions: int | list[int], offsets: list[int
 
 
 def test_events_from_table_round_trip() -> None:
-    events = [
+    events: list[Event] = [
         WatchEvent(T0, "1", "the+green+mile+1999+", 0),
         RateEvent(T0, "2", "amélie+2001", 4.5),
         RecoEvent(T0, "3", "h:1", 200, ["1", "2"], 5.5),

@@ -31,9 +31,7 @@ from ray_app.events import (
     parse_line_batch,
 )
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters an id may hold: anything printable except whitespace, separators, controls and
 # the dialect's delimiters. Includes non-ASCII letters (amélie) and '+'.
@@ -145,8 +143,10 @@ def test_fractional_digits_and_offsets(
         offset_min = 0
     local = ts.astimezone(timezone(timedelta(minutes=offset_min)))
     nine = f"{ts.microsecond:06d}{nanos:03d}"
-    stamp = local.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
-    stamp = f"{local.year:04d}{stamp[-15:]}"
+    stamp = (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
+        f"T{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
     if digits:
         stamp += "." + nine[:digits]
     sign = "-" if offset_min < 0 else "+"
@@ -177,7 +177,7 @@ def _mutate(data: st.DataObject, raw: bytes) -> bytes:
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(buf)))
         op = data.draw(st.sampled_from(["insert", "delete", "replace"]))
-        byte = data.draw(st.sampled_from(list(b",/=.:- +{}[]\"\\\n0a\xff\xc3")))
+        byte = data.draw(st.sampled_from(list(b',/=.:- +{}[]"\\\n0a\xff\xc3')))
         if op == "insert":
             buf.insert(pos, byte)
         elif buf and pos < len(buf):
@@ -192,19 +192,21 @@ def _inputs(data: st.DataObject, formatter: str) -> list[bytes | None]:
     n = data.draw(st.integers(0, 25))
     values: list[bytes | None] = []
     for _ in range(n):
-        choice = data.draw(st.integers(0, 3))
+        choice = data.draw(st.integers(0, 4))
         if choice == 0:
             values.append(data.draw(st.none() | st.binary(max_size=120)))
+        elif choice == 4:
+            # Brace-wrapped token soup reaches the JSON fast path (and pyarrow.json) directly.
+            soup = data.draw(st.text(alphabet='{}[]":, -.0123456789eEnultrsfa\\', max_size=60))
+            values.append(("{" + soup + "}").encode())
         else:
             event = data.draw(events)
-            raw = (
-                format_line(event).encode() if formatter == "line" else format_json(event)
-            )
+            raw = format_line(event).encode() if formatter == "line" else format_json(event)
             values.append(raw if choice == 1 else _mutate(data, raw))
     return values
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_line_batch_never_raises_and_accounts_for_every_record(data: st.DataObject) -> None:
     values = _inputs(data, "line")
@@ -215,7 +217,7 @@ def test_line_batch_never_raises_and_accounts_for_every_record(data: st.DataObje
     _assert_partition(result, len(values))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.sampled_from(JSON_KINDS))
 def test_json_batch_never_raises_and_accounts_for_every_record(
     data: st.DataObject, kind: str

@@ -74,7 +74,9 @@ def test_keystore_roles_and_env() -> None:
     assert ks.lookup("a-token") == Principal("admin", "admin")
     assert ks.lookup("o") == Principal("ops", "admin")
     assert ks.lookup("nope") is None
-    assert allows(Principal("x", "admin"), "reader") and not allows(Principal("x", "reader"), "admin")
+    assert allows(Principal("x", "admin"), "reader") and not allows(
+        Principal("x", "reader"), "admin"
+    )
     with pytest.raises(ValueError, match="name:role:sha256hex"):
         KeyStore(environ={"RAY_APP_API_KEYS": "bad:root:abc"})
 

@@ -399,5 +399,6 @@ def assemble(
         ],
         schema=DEAD_LETTER_SCHEMA,
     )
-    assert good.num_rows + dead.num_rows == n
+    if good.num_rows + dead.num_rows != n:  # the contract every consumer relies on
+        raise RuntimeError(f"parser lost records: {good.num_rows} + {dead.num_rows} != {n}")
     return ParsedBatch(good=good, dead=dead)

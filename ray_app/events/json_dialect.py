@@ -18,10 +18,12 @@ microsecond. Both reco kinds become snapshot rows of kind ``reco``; a request ro
 How :func:`parse_json_batch` stays vectorised: bare numbers in the fields we read are quoted
 with one regex pass (so ``7`` and ``"7"`` read alike and numbers keep their exact text), the
 records are newline-joined and read by ``pyarrow.json`` with an all-string schema, and the
-values are validated with the same array kernels as the line dialect. Only when that fast path
-rejects the batch (a malformed record, a boolean id, duplicate keys, a pretty-printed record…)
-are the records of that batch decoded one by one with :mod:`json`, to find the bad ones and
-say why, and the rest re-encoded canonically and read the same way.
+values are validated with the same array kernels as the line dialect. When ``pyarrow.json``
+rejects the joined text (a malformed record, a boolean id, duplicate keys…) the batch is
+halved until the failing records are isolated in small chunks; only those, plus records that
+do not look like one single-line object (pretty-printed, ``null``, arrays…), are decoded one by
+one with :mod:`json`, to say what is wrong or to re-encode them canonically for the same
+reader. Either path yields the same rows for the same record.
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ _OPTIONAL: Final[dict[str, tuple[str, ...]]] = {"reco_requests": ("server",)}
 _LIST_FIELDS = frozenset({"items"})
 _SCALAR_FIELDS = ("ts", "user_id", "movie_id", "minute", "rating", "server", "status", "latency_ms")
 
-# A JSON number after one of our keys, or directly inside an array. Quoting it never turns
-# invalid JSON into valid JSON with a different meaning: inside a string the inserted quote
-# ends the string right before a digit, which is a syntax error, so the batch falls back to
-# the per-record path. Unknown keys that happen to match only change fields we ignore.
+# A JSON number after one of our keys, or directly inside an array. Turning a number token into
+# a string token with the same text keeps a record's structure; a match *inside* a string
+# makes the record invalid (the inserted quote ends the string right before a digit), so it is
+# isolated and decoded by the json module instead. Never does a field we read change meaning:
+# matches under unknown keys only touch ignored fields, and the one lenience (a numeric object
+# key after a comma, invalid JSON, becomes a string key) only adds an ignored field.
 _NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _QUOTE_NUMBERS_RE = r'((?:"(?:' + "|".join(_SCALAR_FIELDS) + r')"\s*:|[\[,])\s*)(' + _NUMBER + ")"
 _CANONICAL_INT_RE = re.compile(r"0|[1-9][0-9]{0,14}")
@@ -135,13 +139,14 @@ def _reject_constant(name: str) -> Any:
 
 
 def _describe_type(value: object) -> str:
-    if value is True or value is False:
+    # Numbers are decoded to str (to keep their exact text), so "str" here may be either.
+    if value is None or value is True or value is False:
         return json.dumps(value)
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
         return "an array"
-    return type(value).__name__
+    return "a string or number"
 
 
 def _canonical(text: str, schema: pa.Schema) -> tuple[str | None, str | None]:
@@ -153,7 +158,10 @@ def _canonical(text: str, schema: pa.Schema) -> tuple[str | None, str | None]:
     except (ValueError, RecursionError) as exc:
         return None, f"invalid JSON: {exc}"
     if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {_describe_type(obj)}"
+        got = _describe_type(obj)
+        if isinstance(obj, str):
+            got = "a string" if text.lstrip().startswith('"') else "a number"
+        return None, f"expected a JSON object, got {got}"
     out: dict[str, Any] = {}
     for name in schema.names:
         value = obj.get(name)

@@ -55,6 +55,16 @@ class IngestStats:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     partitions: set[tuple[str, int]] = field(default_factory=set)
+    first_record_at: float | None = None
+    """``time.time()`` when the first record arrived (excludes the group join)."""
+    last_flush_at: float | None = None
+    """``time.time()`` when the last batch became durable (excludes the idle wait)."""
+
+    @property
+    def busy_seconds(self) -> float:
+        if self.first_record_at is None or self.last_flush_at is None:
+            return 0.0
+        return max(self.last_flush_at - self.first_record_at, 1e-9)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -180,6 +190,7 @@ class SnapshotConsumer:
             return
         if commit == "sync":
             self._consumer.commit(to_commit)
+            self.stats.last_flush_at = time.time()
         else:
             try:
                 self._consumer.commit_async(to_commit)
@@ -259,6 +270,8 @@ class SnapshotConsumer:
                         self.stats.records += 1
                     self._next[tp] = expected
                     last_record = time.monotonic()
+                    if self.stats.first_record_at is None:
+                        self.stats.first_record_at = time.time()
                 due = self._due()
                 if due:
                     self._flush(due)

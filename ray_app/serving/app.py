@@ -28,9 +28,9 @@ def build_app(args: dict[str, Any] | ServeArgs | None = None) -> Application:
     a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     signing = a.signing
     variants = {
-        v.name: _MODEL.options(name=f"variant-{v.name}", user_config={"fault_injection": dict(v.fault_injection)}).bind(
-            a.registry, v.model, v.version, signing
-        )
+        v.name: _MODEL.options(
+            name=f"variant-{v.name}", user_config={"fault_injection": dict(v.fault_injection)}
+        ).bind(a.registry, v.model, v.version, signing)
         for v in a.variants
     }
     fallback = _MODEL.options(name="fallback").bind(a.registry, a.fallback_model, None, signing)

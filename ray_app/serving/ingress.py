@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
+from ray_app.serving import security
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.provenance import RecoLogger, TraceStore, reco_event
 from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
@@ -44,10 +45,7 @@ api = FastAPI(
 )
 bearer = HTTPBearer(auto_error=False, description="API key (stored server-side as SHA-256).")
 
-# The replica's key store; set by Ingress.__init__ (one process per replica).
-_KEYS = KeyStore(environ={})
-# Last good popular list: the answer of last resort if everything behind the ingress fails.
-_LAST_RESORT: list[str] = []
+# Key store and last-resort popular list live in ``security.STATE`` (see ReplicaState for why).
 
 
 def _principal(
@@ -55,7 +53,7 @@ def _principal(
 ) -> Principal:
     if cred is None or not cred.credentials:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    p = _KEYS.lookup(cred.credentials)
+    p = security.STATE.keys.lookup(cred.credentials)
     if p is None:
         raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
     return p
@@ -105,7 +103,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     """Last line of defence: a recommendation request still gets a (popular) answer, not a 5xx."""
     log.exception("unexpected error on %s", request.url.path, exc_info=exc)
     if request.url.path.startswith("/recommend/"):
-        return PlainTextResponse(",".join(_LAST_RESORT[:20]))
+        return PlainTextResponse(",".join(security.STATE.last_resort[:20]))
     return JSONResponse({"detail": "request could not be processed"}, status_code=400)
 
 
@@ -117,13 +115,12 @@ class Ingress:
     def __init__(
         self, router: DeploymentHandle, fallback: DeploymentHandle, args: ServeArgs
     ) -> None:
-        global _KEYS
         self.router = router
         self.fallback = fallback
         self.default_k = args.default_k
         self.limit_key = args.rate_limit_key
-        _KEYS = KeyStore(args.api_keys)
-        if not len(_KEYS):
+        security.STATE.keys = KeyStore(args.api_keys)
+        if not len(security.STATE.keys):
             log.warning("no admin API keys configured: /admin routes will answer 401")
         self.limiter = RateLimiter(args.rate_limit_per_min)
         self.reco_log = RecoLogger(args.kafka_bootstrap_servers, args.reco_topic, args.reco_buffer)
@@ -203,7 +200,6 @@ class Ingress:
         ] = "text",
     ) -> Response:
         """Top-k movie ids for ``user_id``."""
-        global _LAST_RESORT
         t0 = time.perf_counter()
         wait = self.limiter.acquire(self._limit_key(request, user_id))
         if wait > 0:
@@ -218,7 +214,7 @@ class Ingress:
         try:
             ans: dict[str, Any] = await self.router.route.remote(user_id, kk)
             if ans["model"] == "popularity" and len(ans["items"]) >= 20:
-                _LAST_RESORT = list(ans["items"])
+                security.STATE.last_resort = list(ans["items"])
         except Exception:
             log.exception("router failed for %s; ingress fallback", user_id)
             self.m_errors.inc(tags={"stage": "router"})
@@ -228,7 +224,7 @@ class Ingress:
                 ans.update(items=fb["items"], model=fb["model"], version=fb["version"])
             except Exception:
                 self.m_errors.inc(tags={"stage": "fallback"})
-                ans["items"] = _LAST_RESORT[:kk]
+                ans["items"] = security.STATE.last_resort[:kk]
         items: list[str] = list(ans["items"])
         latency_ms = (time.perf_counter() - t0) * 1000
         tags = {"variant": str(ans.get("variant")), "model_version": str(ans.get("version"))}

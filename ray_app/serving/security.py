@@ -98,3 +98,19 @@ class RateLimiter:
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
             return wait
+
+
+class ReplicaState:
+    """Per-process state shared by the ingress class and its module-level FastAPI hooks.
+
+    Serve pickles the ingress class by value, so a ``global`` assigned in its ``__init__`` lands
+    in a copy of the module's globals that the route dependencies never see; this object is
+    reached through the (by-reference) module instead, so both sides share it.
+    """
+
+    def __init__(self) -> None:
+        self.keys = KeyStore(environ={})
+        self.last_resort: list[str] = []
+
+
+STATE = ReplicaState()

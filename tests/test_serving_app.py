@@ -1,0 +1,312 @@
+"""The Serve app over real HTTP on a real local Ray: A/B, fallback, admin, limits, switches.
+
+One app for the whole module (starting Serve costs seconds on 2 cores); tests that change
+weights put them back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from ray_app.broker.embedded import free_port
+from ray_app.models.base import Interactions
+from ray_app.models.itemknn import ItemKNN
+from ray_app.models.popularity import Popularity
+from ray_app.registry.store import Registry, write_item_metadata
+from ray_app.serving.config import ApiKey, ServeArgs
+from ray_app.serving.router import assign
+from ray_app.serving.security import token_hash
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+READER = {"Authorization": "Bearer reader-secret"}
+RECO_TOPIC = "test-serving-reco"
+GENRES = ["Action", "Drama", "Comedy", "Kids", "Horror"]
+
+
+def _interactions(seed: int) -> Interactions:
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", f"m{i}") for u in range(200) for i in rng.choice(80, size=12, replace=False)]
+    return Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id"]))
+
+
+@pytest.fixture(scope="module")
+def app(
+    ray_session: None, broker: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    from ray import serve
+
+    from ray_app.broker.embedded import ensure_topics
+    from ray_app.cli import start_serving
+
+    ensure_topics(broker, {RECO_TOPIC: 1})
+
+    root = tmp_path_factory.mktemp("serving") / "registry"
+    reg = Registry(root)
+    v1 = reg.register(ItemKNN().fit(_interactions(1))).version
+    v2 = reg.register(ItemKNN().fit(_interactions(2))).version
+    reg.register(Popularity().fit(_interactions(1)))
+    write_item_metadata(reg, {f"m{i}": [GENRES[i % 5], GENRES[(i // 5) % 5]] for i in range(80)})
+    args = ServeArgs(
+        registry=str(root),
+        variants=[
+            {"name": "A", "model": "itemknn", "version": v1, "weight": 0.7},
+            {"name": "B", "model": "popularity", "weight": 0.3},
+            {"name": "F", "model": "popularity", "weight": 0.0, "fault_injection": {"raise": True}},
+            {"name": "S", "model": "popularity", "weight": 0.0, "fault_injection": {"sleep_s": 3}},
+        ],
+        deadline_s=0.4,
+        kafka_bootstrap_servers=broker,
+        reco_topic=RECO_TOPIC,
+        rate_limit_per_min=100,
+        api_keys=[
+            ApiKey(name="ops", role="admin", sha256=token_hash("admin-secret")),
+            ApiKey(name="dash", role="reader", sha256=token_hash("reader-secret")),
+        ],
+    )
+    port = free_port()
+    start_serving(args, "127.0.0.1", port)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        yield {"client": client, "reg": reg, "v1": v1, "v2": v2, "broker": broker}
+    finally:
+        client.close()
+        serve.shutdown()
+
+
+def _weights(c: httpx.Client, w: dict[str, float]) -> None:
+    r = c.put("/admin/weights", json={"weights": w}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+
+def test_answers_carry_variant_model_version(app: dict[str, Any]) -> None:
+    c = app["client"]
+    text = c.get("/recommend/u1")
+    assert text.status_code == 200 and len(text.text.split(",")) == 20
+    js = c.get("/recommend/u1", params={"format": "json", "k": 10}).json()
+    assert js["variant"] in {"A", "B"} and js["model_version"].startswith("v")
+    assert len(js["items"]) == 10 == len(set(js["items"]))
+    assert js["model"] == {"A": "itemknn", "B": "popularity"}[js["variant"]]
+    tr = c.get(f"/trace/{js['request_id']}", headers=READER)
+    assert tr.status_code == 200, tr.text
+    trace = tr.json()
+    assert trace["items"] == js["items"] and trace["variant"] == js["variant"]
+    assert c.get(f"/trace/{js['request_id']}").status_code == 401
+    assert c.get("/healthz").json()["status"] == "ok"
+
+
+def test_sticky_assignment_and_weight_split(app: dict[str, Any]) -> None:
+    c = app["client"]
+    users = [f"split{i}" for i in range(300)]
+    got = {u: c.get(f"/recommend/{u}", params={"format": "json"}).json()["variant"] for u in users}
+    share_a = Counter(got.values())["A"] / len(users)
+    assert abs(share_a - 0.7) < 0.08, share_a
+    assert all(got[u] == assign(u, "exp-1", {"A": 0.7, "B": 0.3}) for u in users)
+    again = {
+        u: c.get(f"/recommend/{u}", params={"format": "json"}).json()["variant"] for u in users[:40]
+    }
+    assert all(again[u] == got[u] for u in again), "assignment must be sticky"
+
+
+@pytest.mark.parametrize(("slot", "reason"), [("F", "error"), ("S", "timeout")])
+def test_fallback_when_variant_raises_or_is_slow(
+    app: dict[str, Any], slot: str, reason: str
+) -> None:
+    c = app["client"]
+    _weights(c, {slot: 1.0})
+    try:
+        for u in ("fb1", "fb2", "u3"):
+            r = c.get(f"/recommend/{u}", params={"format": "json"})
+            assert r.status_code == 200
+            js = r.json()
+            assert js["variant"] == slot and js["fallback"] and js["fallback_reason"] == reason
+            assert js["model"] == "popularity" and len(js["items"]) == 20
+            if reason == "timeout":
+                assert js["latency_ms"] < 2500, "the deadline, not the slow variant, bounds latency"
+    finally:
+        _weights(c, {"A": 0.7, "B": 0.3})
+
+
+def test_admin_auth_401_403_and_openapi(app: dict[str, Any]) -> None:
+    c = app["client"]
+    assert c.get("/admin/variants").status_code == 401
+    assert c.get("/admin/variants", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    listed = c.get("/admin/variants", headers=READER)
+    assert listed.status_code == 200
+    assert [v["name"] for v in listed.json()["variants"]] == ["A", "B", "F", "S"]
+    assert c.put("/admin/weights", json={"weights": {"A": 1}}, headers=READER).status_code == 403
+    assert c.post("/admin/reload", headers=READER).status_code == 403
+    assert c.post("/admin/variants/A/model", json={}, headers=READER).status_code == 403
+    bad = c.put("/admin/weights", json={"weights": {"Z": 1}}, headers=ADMIN)
+    assert bad.status_code == 400 and "unknown variant" in bad.text
+    spec = c.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "/admin/weights" in spec["paths"] and "/recommend/{user_id}" in spec["paths"]
+
+
+def test_rate_limit_429_with_retry_after(app: dict[str, Any]) -> None:
+    c = app["client"]
+    codes = [c.get("/recommend/spammer").status_code for _ in range(110)]
+    assert codes[:100] == [200] * 100
+    assert 429 in codes[100:]
+    r = c.get("/recommend/spammer")
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert c.get("/recommend/not-a-spammer").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/recommend/bad%20id!",
+        "/recommend/" + "x" * 65,
+        "/recommend/%00",
+        "/recommend/u1?k=0",
+        "/recommend/u1?k=101",
+        "/recommend/u1?k=abc",
+        "/recommend/u1?format=xml",
+        "/recommend/..%2F..%2Fetc",
+        "/trace/not-hex",
+    ],
+)
+def test_malformed_input_is_4xx_never_5xx(app: dict[str, Any], path: str) -> None:
+    r = app["client"].get(path, headers=READER)
+    assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+
+
+def test_weight_change_and_model_switch_under_load_fail_nothing(app: dict[str, Any]) -> None:
+    c, v1, v2 = app["client"], app["v1"], app["v2"]
+    stop = threading.Event()
+    results: list[tuple[int, str | None]] = []
+
+    def stream() -> None:
+        with httpx.Client(base_url=str(c.base_url), timeout=30) as s:
+            i = 0
+            while not stop.is_set():
+                r = s.get(f"/recommend/u{i % 200}", params={"format": "json"})  # known users
+                ok = r.status_code == 200 and len(r.json()["items"]) == 20
+                results.append(
+                    (r.status_code if ok else -1, r.json().get("model_version") if ok else None)
+                )
+                i += 1
+
+    threads = [threading.Thread(target=stream) for _ in range(2)]
+    for t in threads:
+        t.start()
+
+    def settle(n: int = 15) -> None:
+        # let the stream run across each change, so requests overlap every transition
+        target = len(results) + n
+        while len(results) < target:
+            stop.wait(0.02)
+
+    try:
+        settle()
+        _weights(c, {"A": 1.0})
+        settle()
+        r = c.post("/admin/variants/A/model", json={"version": v2}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["version"] == v2, r.text
+        settle()
+        _weights(c, {"A": 0.5, "B": 0.5})
+        settle()
+        r = c.post(
+            "/admin/variants/A/model", json={"model": "itemknn", "version": v1}, headers=ADMIN
+        )
+        assert r.status_code == 200 and r.json()["version"] == v1, r.text
+        settle()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        _weights(c, {"A": 0.7, "B": 0.3})
+    assert len(results) >= 75
+    assert all(code == 200 for code, _ in results), Counter(code for code, _ in results)
+    assert {v1, v2} <= {v for _, v in results}
+
+
+def test_flipped_byte_switch_refused_old_version_keeps_serving(app: dict[str, Any]) -> None:
+    c, reg, v1 = app["client"], app["reg"], app["v1"]
+    mv = reg.register(ItemKNN().fit(_interactions(3)))
+    target = next((mv.path / "artifact").glob("*.npz"))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    r = c.post("/admin/variants/A/model", json={"version": mv.version}, headers=ADMIN)
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert target.name in detail["reason"] and detail["still_serving"]["version"] == v1
+    # reload also refuses the tampered latest and reports why
+    rel = c.post("/admin/reload", headers=ADMIN).json()["variants"]
+    row = next(v for v in rel if v["name"] == "A")
+    assert not row["changed"] and target.name in row["error"]
+    variants = c.get("/admin/variants", headers=READER).json()["variants"]
+    assert next(v for v in variants if v["name"] == "A")["version"] == v1
+    _weights(c, {"A": 1.0})
+    try:
+        js = c.get("/recommend/u5", params={"format": "json"}).json()
+        assert js["model_version"] == v1 and not js["fallback"]
+    finally:
+        _weights(c, {"A": 0.7, "B": 0.3})
+
+
+def test_every_answer_is_a_reco_event_on_kafka(app: dict[str, Any]) -> None:
+    from kafka import KafkaConsumer
+
+    c = app["client"]
+    sent = {}
+    for u in ("u10", "u11", "nobody-knows-me"):
+        js = c.get(f"/recommend/{u}", params={"format": "json"}).json()
+        sent[js["request_id"]] = js
+    consumer = KafkaConsumer(
+        RECO_TOPIC,
+        bootstrap_servers=app["broker"],
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+        value_deserializer=lambda b: __import__("json").loads(b),
+    )
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while set(sent) - set(found) and time.monotonic() < deadline:
+            for msg in consumer:
+                if msg.value["request_id"] in sent:
+                    found[msg.value["request_id"]] = msg.value
+    finally:
+        consumer.close()
+    assert set(found) == set(sent)
+    for rid, ev in found.items():
+        js = sent[rid]
+        assert ev["items"] == js["items"] and ev["user_id"] == js["user_id"]
+        assert (ev["variant"], ev["model"], ev["version"]) == (
+            js["variant"],
+            js["model"],
+            js["model_version"],
+        )
+        assert ev["latency_ms"] >= 0 and ev["ts"] > 0
+    health = c.get("/healthz").json()["reco_log"]
+    assert health["enabled"] and health["dropped"] == 0
+
+
+def test_metrics_reach_rays_prometheus_endpoint(app: dict[str, Any]) -> None:
+    import ray
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    deadline = time.monotonic() + 40
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=10).text
+        if "ray_app_requests" in text and "ray_app_latency_ms_bucket" in text:
+            break
+        time.sleep(2)
+    assert "ray_app_requests" in text and 'variant="A"' in text
+    assert "ray_app_latency_ms_bucket" in text and "ray_app_rate_limited" in text
