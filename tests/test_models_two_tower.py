@@ -200,12 +200,18 @@ def test_too_little_data_is_a_clear_error() -> None:
 
 @pytest.mark.integration
 def test_ray_train_smoke(ray_session: None, tmp_path: Path) -> None:
-    """One TorchTrainer worker over a Ray Data dataset: reports, checkpoints, learns."""
-    train, test = checkerboard(20)
+    """One TorchTrainer worker over a Ray Data dataset: reports, checkpoints, serves.
+
+    Two epochs only: each ``ray.train.report`` waits for the controller's poll (~2 s), and
+    the in-process tests already cover what the model learns.
+    """
+    train, _ = checkerboard(12)
     inter = Interactions.from_frame(train, weight_col=None)
-    cfg = {**TINY, "num_workers": 1, "epochs": 12, "storage_path": str(tmp_path)}
+    cfg = {**TINY, "num_workers": 1, "epochs": 2, "storage_path": str(tmp_path)}
     model = TwoTower(TwoTowerConfig(**cfg)).fit(inter)
-    assert model.train_metrics_["epoch"] == 12
+    assert model.train_metrics_["epoch"] == 2
+    assert model.train_metrics_["samples"] == inter.nnz
     assert model.train_metrics_["samples_per_s"] > 0
     assert list(tmp_path.rglob("weights.npz")), "no checkpoint written under storage_path"
-    assert evaluate(model, inter, test, k=10)["ndcg@10"] >= 0.8
+    recs = model.recommend(list(inter.user_ids), k=3)
+    assert all(recs.known) and all(len(items) == 3 for items in recs.items)

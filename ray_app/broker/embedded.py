@@ -40,6 +40,17 @@ def tansu_binary() -> Path:
     )
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGTERM the broker if our process dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the context manager still stops it on normal exit and Ctrl-C
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -82,6 +93,7 @@ class EmbeddedBroker:
             stderr=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._wait_ready()
         return self

@@ -473,6 +473,13 @@ def _load_net_state(net: TwoTowerNet, arrays: Mapping[str, np.ndarray]) -> None:
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
 
 
+def _blank_net(dims: TowerDims) -> TwoTowerNet:
+    """A net whose weights are about to be overwritten; built under a forked RNG so that
+    loading a model never shifts the caller's torch random stream."""
+    with torch.random.fork_rng(devices=[]):
+        return TwoTowerNet(dims)
+
+
 def _make_task(dims: TowerDims, cfg: Mapping[str, Any]) -> TwoTowerTask:
     return TwoTowerTask(
         TwoTowerNet(dims), cfg["temperature"], cfg["id_dropout"], cfg["logq_correction"]
@@ -718,7 +725,7 @@ class TwoTower(Recommender[TwoTowerConfig]):
         else:
             with tempfile.TemporaryDirectory(prefix="two_tower-") as tmp:
                 weights, metrics = train_with_ray(columns, dims, hp, tmp)
-        net = TwoTowerNet(dims)
+        net = _blank_net(dims)
         _load_net_state(net, weights)
         net.eval()
         x = interactions.matrix.tocsr()
@@ -814,7 +821,7 @@ class TwoTower(Recommender[TwoTowerConfig]):
             np.asarray(state["item_embeddings"], dtype=np.float32),
         )
         self.encoder_ = FeatureEncoder.from_state(state)
-        net = TwoTowerNet(TowerDims.from_array(state["dims"]))
+        net = _blank_net(TowerDims.from_array(state["dims"]))
         _load_net_state(net, {k[4:]: v for k, v in state.items() if k.startswith("net.")})
         net.eval()
         self.net_ = net
