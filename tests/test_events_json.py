@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import pytest
 
@@ -20,6 +21,7 @@ from ray_app.events import (
     WatchEvent,
     format_json,
     format_line,
+    json_dialect,
     json_kind_of,
     kind_for_topic,
     parse_batch,
@@ -198,7 +200,8 @@ def test_bad_record_does_not_change_good_rows() -> None:
         (b"{broken", "watch", "invalid JSON: Expecting property name enclosed in double quotes"),
         (b'{"ts": 1,}', "watch", "invalid JSON"),
         (b'{"ts": 01, "user_id": 1, "movie_id": 1, "minute": 1}', "watch", "invalid JSON"),
-        (b'{"ts": NaN, "user_id": 1, "movie_id": 1, "minute": 1}', "watch", "NaN is not valid"),
+        (b'{"ts": NaN, "user_id": 1, "movie_id": 1, "minute": 1}', "watch", "unparseable time 'NaN'"),
+        (b'{"ts": 1, "user_id": 1, "movie_id": 1, "minute": 1, 5: 2}', "watch", "invalid JSON"),
         (b"{}{}", "watch", "invalid JSON: Extra data"),
         (b"[1, 2]", "watch", "expected a JSON object, got an array"),
         (b"42", "watch", "expected a JSON object, got a number"),
@@ -312,3 +315,32 @@ def test_parse_batch_dispatches_both_dialects() -> None:
         parse_batch("json", [b"{}"], topic="custom", partitions=0, offsets=[0])
     with pytest.raises(ValueError, match="unknown event dialect"):
         parse_batch("xml", [b"{}"], topic="t", partitions=0, offsets=[0])  # type: ignore[arg-type]
+
+
+_BASE = '{"ts": 1, "user_id": 1, "movie_id": 1, "minute": 1'
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        ', "x": NaN}',
+        ', "x": -Infinity}',
+        ", 5: 2}",
+        ', "x": 1e400}',
+        ', "x": [1, 2.5, -3e2]}',
+        ', "x": "a, 5 [6] :7"}',
+        ', "x": 01}',
+        ', "x": [1,]}',
+        ', "x": "\\ud83d\\ude00"}',
+        ', "rating": NaN}',
+        ', "minute": 2}',
+    ],
+)
+def test_fast_and_per_record_paths_agree(tail: str) -> None:
+    values = [(_BASE + tail).encode()]
+    fast = run(values)
+    # Refuse every pyarrow.json read of raw records so the json module handles all of them.
+    with patch.object(json_dialect, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
+        slow = run(values)
+    assert fast.good.equals(slow.good)
+    assert fast.dead.equals(slow.dead)

@@ -8,6 +8,7 @@ truncated, not rounded.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from unittest.mock import patch
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from ray_app.events import (
     events_from_table,
     format_json,
     format_line,
+    json_dialect,
     json_kind_of,
     parse_json,
     parse_json_batch,
@@ -236,3 +238,21 @@ def test_arbitrary_bytes_as_arrow_input(values: list[bytes | None]) -> None:
     _assert_partition(
         parse_line_batch(arrow, topic="t", partitions=0, offsets=range(len(values))), len(values)
     )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(JSON_KINDS))
+def test_json_fast_and_per_record_paths_agree(data: st.DataObject, kind: str) -> None:
+    values = _inputs(data, "json")
+
+    def parse() -> ParsedBatch:
+        return parse_json_batch(
+            values, kind=kind, topic=f"t.{kind}", partitions=0, offsets=range(len(values))
+        )
+
+    fast = parse()
+    # Refuse every pyarrow.json read of raw records, so all go through the json module.
+    with patch.object(json_dialect, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
+        slow = parse()
+    assert fast.good.equals(slow.good)
+    assert fast.dead.column("offset").equals(slow.dead.column("offset"))

@@ -76,11 +76,12 @@ _SCALAR_FIELDS = ("ts", "user_id", "movie_id", "minute", "rating", "server", "st
 # A JSON number after one of our keys, or directly inside an array. Turning a number token into
 # a string token with the same text keeps a record's structure; a match *inside* a string
 # makes the record invalid (the inserted quote ends the string right before a digit), so it is
-# isolated and decoded by the json module instead. Never does a field we read change meaning:
-# matches under unknown keys only touch ignored fields, and the one lenience (a numeric object
-# key after a comma, invalid JSON, becomes a string key) only adds an ignored field.
+# isolated and decoded by the json module instead; matches under unknown keys only touch
+# ignored fields. The one way it could make invalid JSON valid, a numeric object key after a
+# comma, is screened out first (_NUMERIC_KEY_RE).
 _NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _QUOTE_NUMBERS_RE = r'((?:"(?:' + "|".join(_SCALAR_FIELDS) + r')"\s*:|[\[,])\s*)(' + _NUMBER + ")"
+_NUMERIC_KEY_RE = r",\s*-?[0-9][0-9.eE+-]*\s*:"
 _CANONICAL_INT_RE = re.compile(r"0|[1-9][0-9]{0,14}")
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -134,10 +135,6 @@ def _read_lines(lines: pa.Array, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _describe_type(value: object) -> str:
     # Numbers are decoded to str (to keep their exact text), so "str" here may be either.
     if value is None or value is True or value is False:
@@ -152,7 +149,10 @@ def _describe_type(value: object) -> str:
 def _canonical(text: str, schema: pa.Schema) -> tuple[str | None, str | None]:
     """Decode one record with :mod:`json`: ``(canonical_line, None)`` or ``(None, reason)``."""
     try:
-        obj = json.loads(text, parse_int=str, parse_float=str, parse_constant=_reject_constant)
+        # Numbers keep their exact text, like on the fast path. NaN/Infinity are accepted as
+        # pyarrow.json accepts them (and Python producers emit them); in a field we read they
+        # are then just text that fails that field's validation.
+        obj = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc.msg} at position {exc.pos}"
     except (ValueError, RecursionError) as exc:
@@ -194,7 +194,11 @@ def _read_records(text: pa.Array, kind: str, errors: v.RowErrors) -> pa.Table:
     # legal JSON whitespace but would split a record in two once joined, and anything not
     # starting with "{" (a top-level null in particular, see _read_lines) is decoded by json.
     one_object = pc.fill_null(pc.match_substring_regex(text, r"^\{[^\r\n]*\}$"), False)
-    fast_np = np.asarray(one_object.to_numpy(zero_copy_only=False), dtype=bool)
+    # Quoting would turn a numeric object key (invalid JSON) into a valid string key; keep the
+    # outcome independent of which path a record takes by sending those to json, which refuses.
+    numeric_key = pc.fill_null(pc.match_substring_regex(text, _NUMERIC_KEY_RE), False)
+    fast = pc.and_(one_object, pc.invert(numeric_key))
+    fast_np = np.asarray(fast.to_numpy(zero_copy_only=False), dtype=bool)
     fast_rows = candidates[fast_np[candidates]]
     slow_rows = candidates[~fast_np[candidates]]
 
