@@ -76,7 +76,7 @@ def full(servers: str, topic: str, consumers: int, snap: Path) -> tuple[int, flo
         snapshot_dir=snap,
         until_idle_s=4.0,
         max_batch_records=100_000,
-        max_batch_delay_s=2.0,
+        max_batch_delay_s=0.25,
     )
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     procs = [mp.Process(target=_member, args=(servers, cfg, q)) for _ in range(consumers)]

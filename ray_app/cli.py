@@ -443,6 +443,16 @@ def demo(
     raise typer.Exit(code)
 
 
+def _register_commands() -> None:
+    # Capability groups live in ray_app/commands/ so each stays a small module of its own.
+    from ray_app.commands import loop
+
+    loop.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

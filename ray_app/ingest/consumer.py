@@ -231,6 +231,18 @@ class SnapshotConsumer:
                 nxt = self._next.get(tp, 0)
                 self.metrics.set_lag(tp.topic, tp.partition, hw - nxt)
 
+    def _caught_up(self) -> bool:
+        """True when every assigned partition's next offset has reached its end offset."""
+        assert self._consumer is not None
+        tps = list(self._consumer.assignment())
+        if not tps:
+            return True
+        try:
+            ends = self._consumer.end_offsets(tps)
+        except Exception:  # broker unreachable: treat as idle rather than hang forever
+            return True
+        return all(self._consumer.position(tp) >= end for tp, end in ends.items())
+
     # ---- main loop ----------------------------------------------------------------------
     def run(self) -> IngestStats:
         """Consume until ``stop`` is set or the topic has been idle for ``until_idle_s``."""
@@ -279,8 +291,11 @@ class SnapshotConsumer:
                 if not self._consumer.assignment():
                     last_record = time.monotonic()  # idle time counts from the group join
                 elif c.until_idle_s is not None and time.monotonic() - last_record >= c.until_idle_s:
-                    log.info("no record for %.1fs; stopping", c.until_idle_s)
-                    break
+                    if self._caught_up():
+                        log.info("no record for %.1fs and no lag; stopping", c.until_idle_s)
+                        break
+                    # A slow fetch is not an idle topic: keep going while records are waiting.
+                    last_record = time.monotonic()
             self._flush(list(self._buffers))
             self._update_lag()
         finally:

@@ -1,0 +1,1 @@
+"""Typer command groups that ``ray_app.cli`` registers (``register(app)`` per module)."""

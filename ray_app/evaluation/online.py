@@ -1,0 +1,267 @@
+"""Online evaluation: did users watch what they were recommended?
+
+A reco event *converts* when the same user starts watching one of its items strictly after
+the list was shown and at most ``window`` later. Each watch is credited to one list only: the
+latest earlier list of that user that contained the movie (last touch), so a movie shown in
+three consecutive lists and watched once counts once.
+
+Only *mature* lists — shown at least ``window`` before the newest event in the data — enter
+the rates: a list shown a minute ago has had no chance to convert yet, and counting it would
+bias whichever variant got traffic last.
+
+The variant and model version come from the reco line's ``<server>`` field, written
+``<variant>@<model>:<version>`` by the serving app and the simulator (see
+:func:`parse_server`); a plain server name gives variant = that name, model/version
+``unknown``.
+
+Everything is vectorised: one explode, one ``merge_asof`` (per user and movie, forward in
+time) and group-bys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
+
+from ray_app.ingest.snapshots import snapshot_files
+
+log = logging.getLogger(__name__)
+
+GROUP_KEYS = ["variant", "model", "version"]
+_SERVER_RE = r"^(?P<variant>[^@]*)@(?P<model>[^:]*):(?P<version>.*)$"
+
+
+def load_snapshot_events(
+    snapshot_dir: Path | str,
+    kinds: Sequence[str] = ("watch", "rate", "reco"),
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Durable snapshot rows of the given kinds as one frame (empty frame if there are none)."""
+    root = Path(snapshot_dir)
+    files = [p for p in snapshot_files(root) if any(f"kind={k}" in p.parts for k in kinds)]
+    cols = list(columns) if columns is not None else None
+    if not files:
+        return pd.DataFrame(columns=cols or ["kind", "user_id", "movie_id", "ts"])
+    tables = [pq.read_table(p, columns=cols) for p in files]
+    table = pa.concat_tables(tables, promote_options="default")
+    if "kind" in table.column_names:
+        table = table.filter(pc.is_in(table["kind"], pa.array(list(kinds))))
+    return table.to_pandas()
+
+
+def parse_server(server: pd.Series) -> pd.DataFrame:
+    """``<variant>@<model>:<version>`` → columns variant, model, version (vectorised)."""
+    s = server.fillna("").astype(str)
+    parts = s.str.extract(_SERVER_RE)
+    plain = parts["variant"].isna()
+    parts.loc[plain, "variant"] = s[plain].where(s[plain] != "", "unknown")
+    parts[["model", "version"]] = parts[["model", "version"]].fillna("unknown")
+    parts.loc[parts["variant"] == "", "variant"] = "unknown"
+    return parts
+
+
+def attribute(events: pd.DataFrame, window: timedelta) -> pd.DataFrame:
+    """One row per successful reco event with its conversion outcome.
+
+    ``events`` has snapshot columns (kind, user_id, movie_id, ts, status, items, server).
+    Returns columns reco_id, user_id, ts, variant, model, version, n_items, converted (bool),
+    items_watched (int), mature (bool).
+    """
+    if window <= timedelta(0):
+        raise ValueError(f"window must be positive, got {window}; e.g. timedelta(hours=1)")
+    out_cols = ["reco_id", "user_id", "ts", *GROUP_KEYS, "n_items", "converted"]
+    out_cols += ["items_watched", "mature"]
+    if events.empty:
+        return pd.DataFrame(columns=out_cols)
+    ts = pd.to_datetime(events["ts"], utc=True)
+    horizon = ts.max()
+    reco = events[(events["kind"] == "reco") & (events["status"].fillna(0) == 200)]
+    reco = reco.assign(ts=pd.to_datetime(reco["ts"], utc=True)).reset_index(drop=True)
+    reco["reco_id"] = np.arange(len(reco), dtype=np.int64)
+    reco = pd.concat([reco, parse_server(reco["server"])], axis=1)
+    reco["n_items"] = reco["items"].map(lambda x: 0 if x is None else len(x)).astype(np.int64)
+
+    watch = events[events["kind"] == "watch"]
+    watch = watch.assign(ts=pd.to_datetime(watch["ts"], utc=True)).sort_values("ts")
+    # A movie watched for 90 minutes is one watch that *starts* once: keep minute-0 events, plus
+    # each (user, movie)'s first event in case minute 0 was not captured. Later minutes of a
+    # watch begun before the list must not count as a conversion of that list.
+    if "minute" in watch.columns:
+        first = watch.drop_duplicates(["user_id", "movie_id"])
+        watch = pd.concat([watch[watch["minute"] == 0], first])
+    watch = watch[["user_id", "movie_id", "ts"]].drop_duplicates()
+
+    shown = reco[["reco_id", "user_id", "ts", "items"]].explode("items", ignore_index=True)
+    shown = shown.dropna(subset=["items"]).rename(columns={"items": "movie_id", "ts": "reco_ts"})
+    conv = pd.DataFrame(columns=["reco_id", "items_watched"])
+    if len(shown) and len(watch):
+        # For each watch, the latest earlier reco of the same (user, movie) within the window.
+        w = watch.rename(columns={"ts": "watch_ts"}).sort_values("watch_ts")
+        s = shown.sort_values("reco_ts")
+        s["movie_id"] = s["movie_id"].astype(str)
+        w["movie_id"] = w["movie_id"].astype(str)
+        matched = pd.merge_asof(
+            w,
+            s,
+            left_on="watch_ts",
+            right_on="reco_ts",
+            by=["user_id", "movie_id"],
+            direction="backward",
+            tolerance=pd.Timedelta(window),
+            allow_exact_matches=False,
+        ).dropna(subset=["reco_id"])
+        # Several minute-events of one watch match the same reco: count each movie once.
+        matched = matched.drop_duplicates(["reco_id", "movie_id"])
+        conv = (
+            matched.groupby("reco_id").size().rename("items_watched").reset_index()
+            if len(matched)
+            else conv
+        )
+        conv["reco_id"] = conv["reco_id"].astype(np.int64)
+    out = reco.merge(conv, on="reco_id", how="left")
+    out["items_watched"] = out["items_watched"].fillna(0).astype(np.int64)
+    out["converted"] = out["items_watched"] > 0
+    out["mature"] = out["ts"] + pd.Timedelta(window) <= horizon
+    return out[out_cols]
+
+
+def conversion_table(attributed: pd.DataFrame, mature_only: bool = True) -> pd.DataFrame:
+    """Per (variant, model, version): requests, users, conversions, conversion_rate."""
+    a = attributed[attributed["mature"]] if mature_only else attributed
+    if a.empty:
+        return pd.DataFrame(
+            columns=[*GROUP_KEYS, "requests", "users", "conversions", "conversion_rate"]
+        )
+    g = a.groupby(GROUP_KEYS, sort=True)
+    out = pd.DataFrame(
+        {
+            "requests": g.size(),
+            "users": g["user_id"].nunique(),
+            "conversions": g["converted"].sum().astype(np.int64),
+            "items_watched": g["items_watched"].sum().astype(np.int64),
+        }
+    ).reset_index()
+    out["conversion_rate"] = out["conversions"] / out["requests"]
+    return out
+
+
+@dataclass
+class OnlineEvalResult:
+    """The files written and the table behind them."""
+
+    attribution_path: Path
+    conversion_path: Path
+    metrics_path: Path
+    conversion: pd.DataFrame
+    registry: CollectorRegistry
+
+
+def conversion_registry(conversion: pd.DataFrame, window: timedelta) -> CollectorRegistry:
+    """Prometheus gauges (own registry) for a conversion table."""
+    reg = CollectorRegistry()
+    labels = GROUP_KEYS
+    req = Gauge("ray_app_online_requests", "Mature reco events.", labels, registry=reg)
+    conv = Gauge("ray_app_online_conversions", "Converted reco events.", labels, registry=reg)
+    rate = Gauge("ray_app_online_conversion_rate", "Conversion rate.", labels, registry=reg)
+    users = Gauge("ray_app_online_users", "Users with a mature reco.", labels, registry=reg)
+    Gauge("ray_app_online_attribution_window_seconds", "Attribution window.", registry=reg).set(
+        window.total_seconds()
+    )
+    Gauge(
+        "ray_app_online_last_eval_timestamp_seconds", "When conversion was computed.", registry=reg
+    ).set_to_current_time()
+    records: list[dict[Any, Any]] = conversion.to_dict("records")
+    for row in records:
+        key = (str(row["variant"]), str(row["model"]), str(row["version"]))
+        req.labels(*key).set(float(row["requests"]))
+        conv.labels(*key).set(float(row["conversions"]))
+        rate.labels(*key).set(float(row["conversion_rate"]))
+        users.labels(*key).set(float(row["users"]))
+    return reg
+
+
+def run_online_eval(
+    snapshot_dir: Path | str,
+    window: timedelta,
+    out_dir: Path | str,
+    *,
+    mature_only: bool = True,
+) -> OnlineEvalResult:
+    """Attribute every reco in ``snapshot_dir``; write Parquet + a Prometheus textfile.
+
+    Writes ``attribution.parquet`` (one row per reco), ``conversion.parquet`` (per variant and
+    model version) and ``metrics.prom`` (node-exporter textfile format) under ``out_dir``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["kind", "user_id", "movie_id", "ts", "minute", "status", "items", "server"]
+    events = load_snapshot_events(snapshot_dir, ("watch", "reco"), cols)
+    attributed = attribute(events, window)
+    conversion = conversion_table(attributed, mature_only)
+    attributed.to_parquet(out / "attribution.parquet", index=False)
+    conversion.to_parquet(out / "conversion.parquet", index=False)
+    reg = conversion_registry(conversion, window)
+    write_to_textfile(str(out / "metrics.prom"), reg)
+    return OnlineEvalResult(
+        out / "attribution.parquet",
+        out / "conversion.parquet",
+        out / "metrics.prom",
+        conversion,
+        reg,
+    )
+
+
+def run_online_eval_loop(
+    snapshot_dir: Path | str,
+    window: timedelta,
+    out_dir: Path | str,
+    *,
+    interval_s: float = 60.0,
+    port: int | None = None,
+    iterations: int | None = None,
+) -> None:
+    """Recompute every ``interval_s`` seconds; serve the latest gauges on ``port`` if given.
+
+    ``iterations=None`` runs until interrupted. Failures of one round are logged and retried at
+    the next, so a half-written snapshot never kills the job.
+    """
+    from prometheus_client.registry import Collector
+
+    class _Latest(Collector):
+        def __init__(self) -> None:
+            self.registry: CollectorRegistry | None = None
+
+        def collect(self):  # type: ignore[no-untyped-def]
+            if self.registry is not None:
+                yield from self.registry.collect()
+
+    latest = _Latest()
+    if port is not None:
+        serving = CollectorRegistry()
+        serving.register(latest)
+        start_http_server(port, registry=serving)
+    n = 0
+    while iterations is None or n < iterations:
+        started = datetime.now()
+        try:
+            result = run_online_eval(snapshot_dir, window, out_dir)
+            latest.registry = result.registry
+            log.info("online eval: %d variant rows", len(result.conversion))
+        except Exception:  # keep the loop alive; the next round re-reads everything
+            log.exception("online evaluation round failed")
+        n += 1
+        if iterations is None or n < iterations:
+            elapsed = (datetime.now() - started).total_seconds()
+            time.sleep(max(0.0, interval_s - elapsed))

@@ -1,0 +1,1 @@
+"""A/B experiment statistics and reports built from online-evaluation results."""

@@ -1,0 +1,1 @@
+"""Monitoring of the running loop: data drift and model staleness, as Prometheus metrics."""

@@ -1,0 +1,320 @@
+"""Drive simulated users against a recommender and publish everything they do.
+
+Two ways to ask for recommendations, one behaviour:
+
+* :func:`simulate` takes any callable ``recommend(user_id) -> (items, variant, model_version)``
+  (tests, offline experiments; no HTTP);
+* :func:`simulate_http` requests ``GET {endpoint}/recommend/{user}?format=json`` from a live
+  service with httpx, at most ``concurrency`` requests in flight.
+
+Every request becomes a reco event line and every reaction watch/rate lines, all in the line
+dialect (see :mod:`ray_app.events.line_dialect`), sent to an :class:`EventSink` — Kafka topic
+``movielog`` by default, keyed by user so each user's events keep their order.
+
+**Variant convention.** The line dialect has no variant field, so the reco line's ``<server>``
+is written ``<variant>@<model>:<version>`` (e.g. ``B@itemknn:3``);
+:func:`ray_app.evaluation.online.parse_server` reads it back. The serving app's reco log uses
+the same convention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ray_app.events.line_dialect import DEFAULT_TOPIC, format_line
+from ray_app.events.model import RateEvent, RecoEvent, WatchEvent
+from ray_app.simulation.users import Population, UserBehaviourConfig, react
+
+log = logging.getLogger(__name__)
+
+RecoAnswer = tuple[Sequence[str], str, str]
+"""``(items best first, variant, model_version)``; ``model_version`` is ``<model>:<version>``."""
+RecommendFn = Callable[[str], RecoAnswer]
+AsyncRecommendFn = Callable[[str], Awaitable[RecoAnswer]]
+
+
+class SimulationConfig(BaseModel):
+    """One simulation run: who, how much, how fast, and where events go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    endpoint: str = "http://127.0.0.1:8000"
+    """Base URL of the serving app (only for :func:`simulate_http`)."""
+    bootstrap_servers: str = ""
+    """Kafka ``host:port`` list for the default sink; empty starts nothing (the CLI starts the
+    embedded broker)."""
+    topic: str = DEFAULT_TOPIC
+    """Line-dialect topic every event goes to."""
+    dataset: str = "ml-100k"
+    """MovieLens variant the users are drawn from."""
+    n_users: int | None = Field(default=200, ge=1)
+    """Users drawn from the dataset; ``None`` uses all."""
+    steps_per_user: int = Field(default=3, ge=1)
+    """Recommendation requests per user (users are interleaved, step by step)."""
+    max_requests: int = Field(default=10_000, ge=1)
+    """Hard bound on requests in the run."""
+    max_seconds: float = Field(default=600.0, gt=0)
+    """Hard bound on wall-clock run time."""
+    concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once (HTTP only)."""
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    """Per-request HTTP timeout; a timed-out request is counted as failed and skipped."""
+    k: int = Field(default=10, ge=1, le=100)
+    """Items requested per list (``?k=``)."""
+    clock: Literal["wall", "virtual"] = "wall"
+    """``wall``: lists are shown now; ``virtual``: request ``i`` is shown at
+    ``start + i * interval_s`` (deterministic, for tests and back-fills)."""
+    start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    """First virtual time (``clock='virtual'``)."""
+    interval_s: float = Field(default=30.0, gt=0)
+    """Virtual seconds between consecutive requests."""
+    seed: int = 0
+    """Seeds user sampling, request order and every behaviour draw."""
+    behaviour: UserBehaviourConfig = UserBehaviourConfig()
+    """How users react to lists."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {v!r} must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class EventSink(Protocol):
+    """Where simulated event lines go."""
+
+    def send(self, user_id: str, line: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ListSink:
+    """Keeps lines in memory (tests, offline analysis)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def send(self, user_id: str, line: str) -> None:
+        self.lines.append(line)
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink:
+    """Appends lines to a text file (offline runs; replay later with ``ray-app replay``)."""
+
+    def __init__(self, path: str) -> None:
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def send(self, user_id: str, line: str) -> None:
+        self.fh.write(line + "\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class KafkaSink:
+    """Produces lines to one Kafka topic, keyed by user id (per-user order is kept)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str = DEFAULT_TOPIC, **client: Any) -> None:
+        from kafka import KafkaProducer
+
+        from ray_app.broker.settings import KafkaSettings
+
+        kw = KafkaSettings(bootstrap_servers=bootstrap_servers).client_kwargs()
+        kw.update(client)
+        self.topic = topic
+        self.producer = KafkaProducer(linger_ms=20, acks="all", **kw)
+
+    def send(self, user_id: str, line: str) -> None:
+        self.producer.send(self.topic, key=user_id.encode(), value=line.encode())
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+
+@dataclass
+class SimulationStats:
+    """What a run did; ``summary()`` is the line the CLI prints."""
+
+    requests: int = 0
+    failures: int = 0
+    watches: int = 0
+    watch_events: int = 0
+    rates: int = 0
+    per_variant: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        variants = ", ".join(f"{v}={n}" for v, n in sorted(self.per_variant.items())) or "-"
+        return (
+            f"{self.requests} requests ({self.failures} failed) in {self.seconds:.1f}s; "
+            f"{self.watches} movies watched ({self.watch_events} watch events), "
+            f"{self.rates} ratings; per variant: {variants}"
+        )
+
+
+def server_field(variant: str, model_version: str) -> str:
+    """``<variant>@<model>:<version>`` with characters the line dialect reserves removed."""
+    return f"{variant or 'default'}@{model_version or 'unknown'}".replace(",", ";")
+
+
+def _schedule(population: Population, config: SimulationConfig) -> list[str]:
+    rng = np.random.default_rng(config.seed)
+    users = population.user_ids
+    order: list[str] = []
+    for _ in range(config.steps_per_user):
+        order.extend(users[i] for i in rng.permutation(len(users)))
+    return order[: config.max_requests]
+
+
+class _Runner:
+    """State shared by the sync and async drivers: clock, RNG, sink and counters."""
+
+    def __init__(self, population: Population, config: SimulationConfig, sink: EventSink) -> None:
+        self.population = population
+        # Private copies of the users' memory: a population can be reused for another run
+        # (an A/A after an A/B) without the first run's watches leaking into the second.
+        self.users = {u: replace(s, watched=set(s.watched)) for u, s in population.users.items()}
+        self.config = config
+        self.sink = sink
+        self.rng = np.random.default_rng(config.seed + 1)
+        self.stats = SimulationStats()
+        self.started = time.monotonic()
+
+    def shown_at(self, index: int) -> datetime:
+        if self.config.clock == "virtual":
+            return self.config.start + timedelta(seconds=index * self.config.interval_s)
+        return datetime.now(UTC)
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.started > self.config.max_seconds
+
+    def record(self, user_id: str, answer: RecoAnswer, at: datetime, latency_ms: float) -> None:
+        items, variant, model_version = answer
+        items = [str(i) for i in items]
+        server = server_field(variant, model_version)
+        self.sink.send(user_id, format_line(RecoEvent(at, user_id, server, 200, items, latency_ms)))
+        self.stats.requests += 1
+        self.stats.per_variant[variant] += 1
+        user = self.users[user_id]
+        for ev in react(user, items, at, self.rng, self.config.behaviour):
+            self.sink.send(user_id, format_line(ev))
+            if isinstance(ev, WatchEvent):
+                self.stats.watch_events += 1
+                self.stats.watches += ev.minute == 0
+            elif isinstance(ev, RateEvent):
+                self.stats.rates += 1
+
+    def finish(self) -> SimulationStats:
+        self.sink.close()
+        self.stats.seconds = time.monotonic() - self.started
+        log.info("simulation finished: %s", self.stats.summary())
+        return self.stats
+
+
+def simulate(
+    population: Population,
+    recommend: RecommendFn,
+    config: SimulationConfig = SimulationConfig(),
+    sink: EventSink | None = None,
+) -> SimulationStats:
+    """Run the simulation sequentially against a plain callable; returns the run's counters.
+
+    ``sink`` defaults to a :class:`KafkaSink` on ``config.bootstrap_servers``. A callable that
+    raises counts as a failed request (the user sees nothing), never stops the run.
+    """
+    runner = _Runner(population, config, sink or KafkaSink(config.bootstrap_servers, config.topic))
+    for i, user_id in enumerate(_schedule(population, config)):
+        if runner.expired():
+            break
+        at = runner.shown_at(i)
+        t0 = time.perf_counter()
+        try:
+            answer = recommend(user_id)
+        except Exception as exc:  # a broken recommender is data for the run, not a crash
+            runner.stats.failures += 1
+            log.debug("recommend(%s) failed: %s", user_id, exc)
+            continue
+        runner.record(user_id, answer, at, round((time.perf_counter() - t0) * 1000, 3))
+    return runner.finish()
+
+
+def http_recommender(
+    client: Any, endpoint: str, k: int = 10
+) -> AsyncRecommendFn:  # client: httpx.AsyncClient
+    """An async recommend function over ``GET {endpoint}/recommend/{user}?format=json``."""
+
+    async def recommend(user_id: str) -> RecoAnswer:
+        resp = await client.get(
+            f"{endpoint}/recommend/{user_id}", params={"format": "json", "k": k}
+        )
+        resp.raise_for_status()
+        body = resp.json()
+        model_version = f"{body.get('model', 'unknown')}:{body.get('model_version', 'unknown')}"
+        return (
+            [str(i) for i in body.get("items", [])],
+            str(body.get("variant") or ""),
+            model_version,
+        )
+
+    return recommend
+
+
+async def simulate_async(
+    population: Population,
+    recommend: AsyncRecommendFn,
+    config: SimulationConfig = SimulationConfig(),
+    sink: EventSink | None = None,
+) -> SimulationStats:
+    """Like :func:`simulate` for an async recommend function, ``config.concurrency`` at a time."""
+    runner = _Runner(population, config, sink or KafkaSink(config.bootstrap_servers, config.topic))
+    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for job in enumerate(_schedule(population, config)):
+        queue.put_nowait(job)
+
+    async def worker() -> None:
+        while not queue.empty() and not runner.expired():
+            i, user_id = queue.get_nowait()
+            at = runner.shown_at(i)
+            t0 = time.perf_counter()
+            try:
+                answer = await recommend(user_id)
+            except Exception as exc:  # timeouts, 5xx, bad JSON: count and carry on
+                runner.stats.failures += 1
+                log.debug("request for user %s failed: %s", user_id, exc)
+                continue
+            runner.record(user_id, answer, at, round((time.perf_counter() - t0) * 1000, 3))
+
+    await asyncio.gather(*(worker() for _ in range(config.concurrency)))
+    return runner.finish()
+
+
+def simulate_http(
+    population: Population,
+    config: SimulationConfig = SimulationConfig(),
+    sink: EventSink | None = None,
+) -> SimulationStats:
+    """Run the simulation against the live HTTP endpoint ``config.endpoint``."""
+    import httpx
+
+    async def main() -> SimulationStats:
+        limits = httpx.Limits(max_connections=config.concurrency)
+        async with httpx.AsyncClient(timeout=config.request_timeout_s, limits=limits) as client:
+            fn = http_recommender(client, config.endpoint, config.k)
+            return await simulate_async(population, fn, config, sink)
+
+    return asyncio.run(main())
