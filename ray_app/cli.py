@@ -445,9 +445,10 @@ def demo(
 
 def _register_commands() -> None:
     # Capability groups live in ray_app/commands/ so each stays a small module of its own.
-    from ray_app.commands import loop
+    from ray_app.commands import loop, retrain
 
     loop.register(app)
+    retrain.register(app)
 
 
 _register_commands()

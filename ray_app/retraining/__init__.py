@@ -1,0 +1,1 @@
+"""Automated retraining: new snapshots → train → offline gate → register → canary → promote/rollback."""
