@@ -15,8 +15,8 @@ class ConfigError(ValueError):
     """A config file or flag is invalid; the message says which field and why."""
 
 
-def load_config(model: type[M], path: Path | None = None, **overrides: Any) -> M:
-    """Validate ``model`` from an optional YAML file, then apply non-None ``overrides``."""
+def load_config(config_class: type[M], path: Path | None = None, **overrides: Any) -> M:
+    """Validate ``config_class`` from an optional YAML file, then apply non-None ``overrides``."""
     data: dict[str, Any] = {}
     if path is not None:
         if not Path(path).exists():
@@ -30,11 +30,11 @@ def load_config(model: type[M], path: Path | None = None, **overrides: Any) -> M
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return model.model_validate(data)
+        return config_class.model_validate(data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(root)"
             lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{where}invalid {model.__name__}:\n" + "\n".join(lines)) from exc
+        raise ConfigError(f"{where}invalid {config_class.__name__}:\n" + "\n".join(lines)) from exc

@@ -16,10 +16,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     import ray
 
     if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        return str(getattr(ctx, "dashboard_url", "") or "")
+        return str(getattr(ray.get_runtime_context(), "dashboard_url", "") or "")
     addr = address or os.environ.get("RAY_ADDRESS")
     opts: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, **kwargs}
+    ctx: Any
     if addr:
         ctx = ray.init(address=addr, **opts)
     else:

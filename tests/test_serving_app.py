@@ -22,7 +22,7 @@ from ray_app.models.base import Interactions
 from ray_app.models.itemknn import ItemKNN
 from ray_app.models.popularity import Popularity
 from ray_app.registry.store import Registry, write_item_metadata
-from ray_app.serving.config import ApiKey, ServeArgs
+from ray_app.serving.config import ApiKey, ServeArgs, VariantSpec
 from ray_app.serving.router import assign
 from ray_app.serving.security import token_hash
 
@@ -60,10 +60,10 @@ def app(
     args = ServeArgs(
         registry=str(root),
         variants=[
-            {"name": "A", "model": "itemknn", "version": v1, "weight": 0.7},
-            {"name": "B", "model": "popularity", "weight": 0.3},
-            {"name": "F", "model": "popularity", "weight": 0.0, "fault_injection": {"raise": True}},
-            {"name": "S", "model": "popularity", "weight": 0.0, "fault_injection": {"sleep_s": 3}},
+            VariantSpec(name="A", model="itemknn", version=v1, weight=0.7),
+            VariantSpec(name="B", model="popularity", weight=0.3),
+            VariantSpec(name="F", model="popularity", weight=0.0, fault_injection={"raise": True}),
+            VariantSpec(name="S", model="popularity", weight=0.0, fault_injection={"sleep_s": 3}),
         ],
         deadline_s=0.4,
         kafka_bootstrap_servers=broker,
@@ -305,8 +305,10 @@ def test_metrics_reach_rays_prometheus_endpoint(app: dict[str, Any]) -> None:
     text = ""
     while time.monotonic() < deadline:
         text = httpx.get(url, timeout=10).text
-        if "ray_app_requests" in text and "ray_app_latency_ms_bucket" in text:
+        want = ("ray_app_requests_total", "ray_app_latency_ms_bucket", "ray_app_rate_limited")
+        if all(w in text for w in want):
             break
         time.sleep(2)
-    assert "ray_app_requests" in text and 'variant="A"' in text
-    assert "ray_app_latency_ms_bucket" in text and "ray_app_rate_limited" in text
+    names = sorted({ln.split("{")[0].split(" ")[0] for ln in text.splitlines() if "ray_app" in ln})
+    assert "ray_app_requests" in text and 'variant="' in text, names
+    assert "ray_app_latency_ms_bucket" in text and "ray_app_rate_limited" in text, names

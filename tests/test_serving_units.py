@@ -15,7 +15,7 @@ from ray_app.models.base import Interactions
 from ray_app.models.popularity import Popularity
 from ray_app.registry.signing import SignatureError
 from ray_app.registry.store import Registry, read_item_metadata, write_item_metadata
-from ray_app.serving.config import ApiKey, ServeArgs
+from ray_app.serving.config import ApiKey, ServeArgs, VariantSpec
 from ray_app.serving.provenance import RecoLogger, TraceStore
 from ray_app.serving.reranker import mmr
 from ray_app.serving.router import assign, validate_weights
@@ -85,7 +85,7 @@ def test_serve_args_default_variant_and_checks() -> None:
     a = ServeArgs(registry="r", model="popularity")
     assert [(v.name, v.model, v.weight) for v in a.variants] == [("A", "popularity", 1.0)]
     with pytest.raises(ValueError, match="unique"):
-        ServeArgs(variants=[{"name": "A"}, {"name": "A"}])
+        ServeArgs(variants=[VariantSpec(name="A"), VariantSpec(name="A")])
 
 
 def test_reco_logger_never_blocks_when_kafka_is_down() -> None:

@@ -52,9 +52,8 @@ def build_lines(ratings: pd.DataFrame, config: ReplayConfig) -> pd.DataFrame:
     """
     r = ratings
     if config.users is not None:
-        keep = pd.unique(r["user_id"])
-        keep = sorted(keep, key=lambda u: (len(u), u))[: config.users]
-        r = r[r["user_id"].isin(keep)]
+        chosen = sorted(pd.unique(r["user_id"]), key=lambda u: (len(u), u))[: config.users]
+        r = r[r["user_id"].isin(chosen)]
     user = r["user_id"].to_numpy(dtype=str)
     item = r["item_id"].to_numpy(dtype=str)
     ts = r["timestamp"].to_numpy(dtype=np.int64)

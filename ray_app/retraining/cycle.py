@@ -193,7 +193,7 @@ def run_cycle(
             **{k: v for k, v in ev.items() if k not in ("ts", "step")},
         )
     step("gate_passed", version, **gate)
-    step("registered", version, version=version)
+    step("registered", version, registry=config.registry)
 
     # ---- canary ----------------------------------------------------------------------------
     weights = {v["name"]: float(v["weight"]) for v in variants}

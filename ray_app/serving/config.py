@@ -72,7 +72,8 @@ class ServeArgs(BaseModel):
         default_factory=lambda: os.environ.get("RAY_APP_RECO_BOOTSTRAP_SERVERS", "")
     )
     """Where reco events go; empty disables provenance logging to Kafka."""
-    reco_topic: str = "reco_events"
+    reco_topic: str = "events.reco_responses"
+    """JSON-dialect reco topic (``<prefix>.reco_responses``) so the ingest job can snapshot it."""
     reco_buffer: int = Field(default=10_000, ge=1)
     """Bound of the in-memory reco-event buffer; events past it are dropped and counted."""
     trace_size: int = Field(default=10_000, ge=1)

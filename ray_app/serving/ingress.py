@@ -26,7 +26,8 @@ from ray_app.serving.provenance import RecoLogger, TraceStore, reco_event
 from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
 
 log = logging.getLogger("ray.serve")
-audit = logging.getLogger("ray_app.audit")
+# A child of Serve's logger, so admin changes land in the replica log files Serve writes.
+audit = logging.getLogger("ray.serve.audit")
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -107,7 +108,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "request could not be processed"}, status_code=400)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
     """Validates, rate-limits and logs requests; the router does assignment and ranking."""
@@ -127,29 +128,29 @@ class Ingress:
         self.traces = TraceStore(args.trace_size)
         tags: Any = ("variant", "model_version")  # Ray annotates tag_keys as a 1-tuple
         self.m_requests = Counter(
-            "ray_app_requests", description="Recommendation answers.", tag_keys=tags
+            "app_requests", description="Recommendation answers.", tag_keys=tags
         )
         self.m_latency = Histogram(
-            "ray_app_latency_ms",
+            "app_latency_ms",
             description="End-to-end recommendation latency at the ingress (ms).",
             boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500],
             tag_keys=tags,
         )
         self.m_fallbacks = Counter(
-            "ray_app_fallbacks",
+            "app_fallbacks",
             description="Answers served by the fallback model.",
             tag_keys=(*tags, "reason"),
         )
         self.m_errors = Counter(
-            "ray_app_errors",
+            "app_errors",
             description="Requests where the router failed and the ingress answered on its own.",
             tag_keys=("stage",),
         )
         self.m_limited = Counter(
-            "ray_app_rate_limited", description="Requests refused with 429.", tag_keys=("key",)
+            "app_rate_limited", description="Requests refused with 429.", tag_keys=("key",)
         )
         self.m_dropped = Counter(
-            "ray_app_reco_log_dropped", description="Reco events not sent to Kafka."
+            "app_reco_log_dropped", description="Reco events not sent to Kafka."
         )
 
     def _limit_key(self, request: Request, user_id: str) -> str:

@@ -15,7 +15,7 @@ from ray_app.registry.store import Registry
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 class ModelServer:
     """Loads a verified registry version and answers top-k requests.
 

@@ -139,10 +139,18 @@ class TraceStore:
 def reco_event(
     request_id: str, user_id: str, answer: dict[str, Any], items: list[str], latency_ms: float
 ) -> dict[str, Any]:
-    """The reco event (Kafka JSON and trace record) for one answer."""
+    """The reco event (Kafka JSON and trace record) for one answer.
+
+    It is a valid JSON-dialect ``reco_responses`` record (``server``, ``status``, ``items``,
+    ``latency_ms``, ``ts``), so ``ray-app ingest --dialect json`` lands it in the snapshots;
+    ``server`` carries ``<variant>@<model>:<version>``, which online evaluation reads.
+    """
     return {
         "request_id": request_id,
         "user_id": user_id,
+        "server": f"{answer.get('variant')}@{answer.get('model')}:{answer.get('version')}",
+        "status": 200,
+        "model_version": answer.get("version"),
         "variant": answer.get("variant"),
         "model": answer.get("model"),
         "version": answer.get("version"),

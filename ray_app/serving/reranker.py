@@ -50,7 +50,7 @@ def mmr(
     return picked
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 class ReRanker:
     """MMR re-ranking with ``diversity`` from ``user_config``; genres from the registry.
 

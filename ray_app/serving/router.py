@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ def validate_weights(weights: Mapping[str, float], known: list[str]) -> dict[str
     return out
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 class ABRouter:
     """Routes to one :class:`ModelServer` per variant; popularity fallback; MMR re-ranking.
 
@@ -76,8 +77,12 @@ class ABRouter:
         self.weights = validate_weights(weights, self.order)
         self.salt = salt
         self.deadline_s = deadline_s
+        # Plain per-replica tallies for /admin/variants (the retraining canary reads them);
+        # the Prometheus counters below are the cluster-wide view.
+        self.served: collections.Counter[str] = collections.Counter()
+        self.fell_back: collections.Counter[str] = collections.Counter()
         self.fallbacks = Counter(
-            "ray_app_router_fallbacks",
+            "app_router_fallbacks",
             description="Answers served by the fallback model, by variant and reason.",
             tag_keys=("variant", "reason"),  # type: ignore[arg-type]
         )
@@ -133,7 +138,9 @@ class ABRouter:
                     source = fb
             except Exception:
                 log.exception("fallback failed too for %s", user_id)
+        self.served[variant] += 1
         if reason is not None:
+            self.fell_back[variant] += 1
             self.fallbacks.inc(tags={"variant": variant, "reason": reason})
         try:
             rr = await self.reranker.rerank.remote(items, k)
@@ -168,6 +175,8 @@ class ABRouter:
                     "share": self.weights[name] / total if total else 0.0,
                     "model": info.get("model"),
                     "version": info.get("version"),
+                    "requests": self.served[name],
+                    "fallbacks": self.fell_back[name],
                 }
             )
         return out

@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     k: int = Field(default=10, ge=1)
     seed: int = 42
     signing: SigningConfig = Field(default_factory=SigningConfig)
+    catalog_dataset: str | None = "ml-100k"
+    """MovieLens dataset whose genres are stored beside the models for the diversity re-ranker
+    (None: none; the re-ranker then keeps relevance order)."""
 
 
 @dataclass
@@ -79,6 +82,25 @@ def _fit_and_evaluate(
     return final, metrics
 
 
+def _write_genres(registry: Registry, dataset: str, items: set[str]) -> None:
+    from ray_app.data.movielens import load
+    from ray_app.registry.store import write_item_metadata
+
+    try:
+        movies = load(dataset).movies
+    except Exception:  # no network and no cache: the re-ranker just keeps relevance order
+        log.warning(
+            "could not load %s for item genres; re-ranker will not diversify",
+            dataset,
+            exc_info=True,
+        )
+        return
+    movies = movies[movies["item_id"].isin(items)]
+    write_item_metadata(
+        registry, dict(zip(movies["item_id"], movies["genres"].map(list), strict=True))
+    )
+
+
 def run_training(config: TrainConfig) -> TrainResult:
     """Train, evaluate and register every model in ``config.models`` (in parallel on Ray)."""
     import ray
@@ -109,6 +131,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         for spec in config.models
     }
     registry = Registry(config.registry, config.signing)
+    if config.catalog_dataset:
+        _write_genres(registry, config.catalog_dataset, set(catalog))
     result = TrainResult(len(frame), frame["user_id"].nunique(), len(catalog), len(files))
     for name, ref in refs.items():
         model, metrics = ray.get(ref)
