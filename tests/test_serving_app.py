@@ -312,3 +312,63 @@ def test_metrics_reach_rays_prometheus_endpoint(app: dict[str, Any]) -> None:
     names = sorted({ln.split("{")[0].split(" ")[0] for ln in text.splitlines() if "ray_app" in ln})
     assert "ray_app_requests" in text and 'variant="' in text, names
     assert "ray_app_latency_ms_bucket" in text and "ray_app_rate_limited" in text, names
+
+
+def test_a_real_prometheus_scrapes_the_apps_metrics(app: dict[str, Any], tmp_path: Any) -> None:
+    """Debian's Prometheus scrapes Ray's metrics endpoint; the app's series come back through
+    Prometheus's HTTP API (CI installs the package; elsewhere this skips without it)."""
+    import os
+    import shutil
+    import subprocess
+
+    import ray
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is not installed; .ci/run installs Debian's package")
+        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    node = next(n for n in ray.nodes() if n["Alive"])
+    target = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: ray\n    static_configs:\n"
+        f"      - targets: ['{target}']\n"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for u in range(30):  # fresh traffic so the counters move while Prometheus watches
+            app["client"].get(f"/recommend/u{u}")
+        api = f"http://127.0.0.1:{port}/api/v1"
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not found:
+            try:
+                r = httpx.get(
+                    f"{api}/query",
+                    params={"query": '{__name__=~"ray_app_requests(_total)?"}'},
+                    timeout=5,
+                )
+                found = r.json()["data"]["result"] if r.status_code == 200 else []
+            except httpx.HTTPError:
+                pass
+            if not found:
+                time.sleep(1)
+        assert found, "Prometheus never returned ray_app_requests"
+        assert any(s["metric"].get("variant") for s in found), found[:2]
+        up = httpx.get(f"{api}/query", params={"query": "up"}, timeout=5).json()["data"]["result"]
+        assert any(s["value"][1] == "1" for s in up)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

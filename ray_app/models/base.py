@@ -181,6 +181,13 @@ class Recommender(ABC, Generic[C]):
             chunk = scorable[start : start + batch_size]
             rows = user_idx[chunk]
             scores = np.array(self.score_users(rows), dtype=np.float64, copy=True)
+            if np.isnan(scores).any():
+                # NaN sorts past every number, so ranking would quietly return arbitrary items;
+                # a corrupt model must fail loudly so the caller falls back instead.
+                raise FloatingPointError(
+                    f"{type(self).__name__} produced NaN scores: the fitted state is corrupt; "
+                    "retrain the model or load another version"
+                )
             if exclude_seen:
                 # Use the stored CSR structure, not nonzero(): an explicit 0-weight entry is still
                 # an item the user has seen.
