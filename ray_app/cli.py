@@ -252,21 +252,28 @@ def do_ingest(settings: Any, cfg: Any, consumers: int = 1, metrics_port: int | N
 
 @snapshots_app.command("compact")
 def snapshots_compact(
-    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot directory.")] = Path("data/snapshots"),
+    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot directory.")] = Path(
+        "data/snapshots"
+    ),
     closed_before: Annotated[
-        str | None, typer.Option(help="Compact dates before this (YYYY-MM-DD); default: all but the newest.")
+        str | None,
+        typer.Option(help="Compact dates before this (YYYY-MM-DD); default: all but the newest."),
     ] = None,
 ) -> None:
     """Merge small files of closed dates, keeping the exactly-once naming."""
     from ray_app.ingest.snapshots import compact
 
     r = compact(snapshot_dir, closed_before)
-    console.print(f"compacted {r.groups} partition-dates: {r.files_before} files → {r.files_after} ({r.rows:,} rows)")
+    console.print(
+        f"compacted {r.groups} partition-dates: {r.files_before} files → {r.files_after} ({r.rows:,} rows)"
+    )
 
 
 @snapshots_app.command("stats")
 def snapshots_stats(
-    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot directory.")] = Path("data/snapshots"),
+    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot directory.")] = Path(
+        "data/snapshots"
+    ),
 ) -> None:
     """Committed batches, files, rows and dead letters per topic-partition."""
     from ray_app.ingest.snapshots import committed_batches, snapshot_files
@@ -306,7 +313,16 @@ def train(
     print_train_result(result)
 
 
-SUMMARY_METRICS = ("ndcg@10", "recall@10", "precision@10", "mrr@10", "hit@10", "coverage", "novelty", "gini")
+SUMMARY_METRICS = (
+    "ndcg@10",
+    "recall@10",
+    "precision@10",
+    "mrr@10",
+    "hit@10",
+    "coverage",
+    "novelty",
+    "gini",
+)
 
 
 def print_train_result(result: Any) -> None:
@@ -445,10 +461,11 @@ def demo(
 
 def _register_commands() -> None:
     # Capability groups live in ray_app/commands/ so each stays a small module of its own.
-    from ray_app.commands import loop, retrain
+    from ray_app.commands import loop, models, retrain
 
     loop.register(app)
     retrain.register(app)
+    models.register(app, data_app)
 
 
 _register_commands()

@@ -18,7 +18,9 @@ from ray_app.data import movielens
 COMMANDS = [
     [], ["data"], ["data", "fetch"], ["broker"], ["replay"], ["ingest"], ["train"], ["serve"],
     ["demo"], ["registry"], ["registry", "list"], ["registry", "verify"], ["snapshots"],
-    ["snapshots", "compact"], ["snapshots", "stats"],
+    ["snapshots", "compact"], ["snapshots", "stats"], ["data", "synth"], ["recommend-batch"],
+    ["tune"], ["retrain"], ["simulate"], ["online-eval"], ["experiment"], ["experiment", "report"],
+    ["drift"],
 ]  # fmt: skip
 
 

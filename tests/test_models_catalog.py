@@ -19,7 +19,9 @@ def test_all_models_registered() -> None:
 
 
 def test_unknown_name_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'knn'.*ease, itemknn, popularity, two_tower, userknn"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'knn'.*ease, itemknn, popularity, two_tower, userknn"
+    ):
         build_model("knn", None)
 
 
@@ -35,3 +37,21 @@ def test_load_model_dispatches_on_saved_name(tmp_path: Path) -> None:
     assert load_model(tmp_path).name == "userknn"
     with pytest.raises(ValueError, match=r"model\.json"):
         load_model(tmp_path / "missing")
+
+
+def test_a_model_with_nan_scores_fails_loudly_instead_of_ranking_garbage() -> None:
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from ray_app.models.base import Interactions
+    from ray_app.models.itemknn import ItemKNN
+
+    frame = pd.DataFrame(
+        {"user_id": ["a", "a", "b", "b", "c"], "item_id": ["x", "y", "y", "z", "x"]}
+    )
+    model = ItemKNN().fit(Interactions.from_frame(frame))
+    assert model.similarity_ is not None
+    model.similarity_.data[:] = np.nan
+    with pytest.raises(FloatingPointError, match="NaN"):
+        model.recommend(["a"], k=2)

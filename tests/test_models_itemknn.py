@@ -151,3 +151,17 @@ def test_rejects_bad_config() -> None:
         ItemKNNConfig(similarity="jaccard")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k"):
         ItemKNNConfig(k=0)
+
+
+def test_row_pruning_keeps_each_source_items_k_best_targets() -> None:
+    # Row pruning: row j of S = j's 2 most similar items (by the cosines above):
+    #   a: b .8165, c .5   b: a .8165, c .8165   c: b .8165, d .7071   d: c .7071, b .5774
+    model = fitted(k=2, pruning="row")
+    s = model.similarity_.toarray()  # type: ignore[union-attr]
+    names = list(model.interactions_.item_ids)  # type: ignore[union-attr]
+    expected = {"a": {"b", "c"}, "b": {"a", "c"}, "c": {"b", "d"}, "d": {"c", "b"}}
+    for src, targets in expected.items():
+        row = s[names.index(src)]
+        assert {names[j] for j in np.flatnonzero(row)} == targets
+        for t in targets:
+            assert row[names.index(t)] == pytest.approx(sim(COS, src, t), rel=1e-6)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from model_contract import ModelContract, checkerboard, checkerboard_interactions
 
-from ray_app.evaluation.offline import evaluate
 from ray_app.models.base import Interactions, Recommender
 from ray_app.models.catalog import MODELS
 from ray_app.models.two_tower import (
@@ -80,7 +79,9 @@ def test_feature_encoder_buckets_and_vocab() -> None:
     assert list(enc.genders) == ["F", "M"]
     assert list(enc.genres) == ["Action", "Comedy", "Drama"]
     users = enc.users(
-        pd.DataFrame({"age": [17, 18, None], "gender": ["M", "X", None], "occupation": ["", "", ""]}),
+        pd.DataFrame(
+            {"age": [17, 18, None], "gender": ["M", "X", None], "occupation": ["", "", ""]}
+        ),
         3,
     )
     assert users["age"].tolist() == [1, 2, 0]  # <18, 18-24, missing

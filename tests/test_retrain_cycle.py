@@ -6,6 +6,7 @@ its admin API; traffic comes from a background thread of real requests.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def world(
     snaps, registry = tmp / "snapshots", str(tmp / "registry")
     ratings = ml100k.ratings[ml100k.ratings.user_id.astype(int) <= 300].sort_values("timestamp")
     bounds = np.linspace(0, len(ratings), 5).astype(int)
-    chunks = [ratings.iloc[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [ratings.iloc[a:b] for a, b in itertools.pairwise(bounds)]
     nxt = _append_batch(snaps, chunks[0], 0)
     nxt = _append_batch(snaps, chunks[1], nxt)
     run_training(TrainConfig(snapshot_dir=snaps, registry=registry, catalog_dataset=None))

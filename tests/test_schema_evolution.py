@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +36,7 @@ def check_additive(old: pa.Schema, new: pa.Schema) -> list[str]:
 def test_every_shipped_version_is_an_additive_successor() -> None:
     versions = sorted(SNAPSHOT_SCHEMAS)
     assert versions == list(range(1, len(versions) + 1)), "versions are 1..N without gaps"
-    for a, b in zip(versions, versions[1:], strict=False):
+    for a, b in itertools.pairwise(versions):
         assert check_additive(SNAPSHOT_SCHEMAS[a], SNAPSHOT_SCHEMAS[b]) == []
     assert SNAPSHOT_SCHEMA is SNAPSHOT_SCHEMAS[versions[-1]]
 

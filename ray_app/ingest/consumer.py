@@ -290,7 +290,9 @@ class SnapshotConsumer:
                     self._update_lag()
                 if not self._consumer.assignment():
                     last_record = time.monotonic()  # idle time counts from the group join
-                elif c.until_idle_s is not None and time.monotonic() - last_record >= c.until_idle_s:
+                elif (
+                    c.until_idle_s is not None and time.monotonic() - last_record >= c.until_idle_s
+                ):
                     if self._caught_up():
                         log.info("no record for %.1fs and no lag; stopping", c.until_idle_s)
                         break

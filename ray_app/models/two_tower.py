@@ -37,7 +37,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -408,7 +408,8 @@ class TwoTowerIndex:
         item_has_history: np.ndarray,
         batch_size: int = 65_536,
     ) -> TwoTowerIndex:
-        """Run both towers over every user and item once."""
+        """Run both towers over every user and item once (in eval mode; the mode is restored)."""
+        was_training = net.training
         net.eval()
         n_users, n_items = len(user_has_history), len(item_has_history)
         uid = np.where(user_has_history, np.arange(n_users) + 1, 0)
@@ -431,6 +432,7 @@ class TwoTowerIndex:
             for s in range(0, n_items, batch_size)
         ]
         d = net.dims.embedding_dim
+        net.train(was_training)
         return cls(
             np.concatenate(users) if users else np.zeros((0, d), np.float32),
             np.concatenate(items) if items else np.zeros((0, d), np.float32),
@@ -511,22 +513,30 @@ def _numpy_batches(
         yield {k: torch.from_numpy(columns[k][sel]) for k in _BATCH_KEYS}
 
 
+EpochHook = Callable[[int, TwoTowerNet, dict[str, float]], None]
+
+
 def train_in_process(
-    columns: Mapping[str, np.ndarray], dims: TowerDims, cfg: Mapping[str, Any]
+    columns: Mapping[str, np.ndarray],
+    dims: TowerDims,
+    cfg: Mapping[str, Any],
+    on_epoch: EpochHook | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Train without Ray (``num_workers = 0``); returns (net weights, last epoch's metrics).
+
+    ``on_epoch(epoch, net, metrics)`` runs after every epoch (Ray Tune reports from it so that
+    ASHA can stop a poor trial early); it must leave the net's weights alone.
 
     Runs under a forked torch RNG so that seeding does not disturb the caller's global state,
     with one torch thread (restored afterwards).
     """
     rng = np.random.default_rng(cfg["seed"])
-    metrics: dict[str, float] = {}
     threads = torch.get_num_threads()
     # One intra-op thread: at these batch sizes thread synchronisation costs more than the
     # matmuls, and on a busy 2-core machine spinning threads turned a 0.3 s fit into 20 s.
     torch.set_num_threads(1)
     try:
-        return _train_in_process(columns, dims, cfg, rng)
+        return _train_in_process(columns, dims, cfg, rng, on_epoch)
     finally:
         torch.set_num_threads(threads)
 
@@ -536,6 +546,7 @@ def _train_in_process(
     dims: TowerDims,
     cfg: Mapping[str, Any],
     rng: np.random.Generator,
+    on_epoch: EpochHook | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     metrics: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):
@@ -555,6 +566,9 @@ def _train_in_process(
                 "loss": total / max(steps, 1),
                 "samples_per_s": n / secs if secs > 0 else float("nan"),
             }
+            if on_epoch is not None:
+                on_epoch(epoch + 1, task.net, metrics)
+                task.train()
     return _net_state(task.net), metrics
 
 
@@ -617,8 +631,9 @@ def _train_worker(config: dict[str, Any]) -> None:
         }
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                net = model.module.net if hasattr(model, "module") else model.net
-                np.savez(Path(tmp) / "weights.npz", **_net_state(net))
+                # DDP wraps the task but shares its parameters: task.net is the live net.
+                weights: dict[str, Any] = _net_state(task.net)
+                np.savez(Path(tmp) / "weights.npz", **weights)
                 (Path(tmp) / "progress.json").write_text(json.dumps({"epoch": epoch + 1}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
@@ -647,9 +662,11 @@ def train_with_ray(
             for k in _BATCH_KEYS
         }
     )
-    # Blocks sized so each worker gets several (streaming split balances by block).
-    n_blocks = max(1, min(64, len(columns["user"]) // 50_000)) * max(1, int(cfg["num_workers"]))
-    ds = ray.data.from_arrow(table).repartition(n_blocks)
+    # Several blocks per worker so the streaming split can balance them; slicing the table
+    # here (zero-copy) avoids a repartition, which would need its own Ray tasks and CPUs.
+    n_blocks = max(1, min(64, table.num_rows // 50_000)) * max(1, int(cfg["num_workers"]))
+    step = -(-table.num_rows // n_blocks)
+    ds = ray.data.from_arrow([table.slice(s, step) for s in range(0, table.num_rows, step)])
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={**cfg, "dims": asdict(dims)},
@@ -666,9 +683,11 @@ def train_with_ray(
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("Ray Train finished without a checkpoint; see the worker logs")
-    with result.checkpoint.as_directory() as d:
-        with np.load(Path(d) / "weights.npz", allow_pickle=False) as z:
-            weights = {k: z[k] for k in z.files}
+    with (
+        result.checkpoint.as_directory() as d,
+        np.load(Path(d) / "weights.npz", allow_pickle=False) as z,
+    ):
+        weights = {k: z[k] for k in z.files}
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if _is_number(v)}
     return weights, metrics
 
@@ -696,9 +715,24 @@ class TwoTower(Recommender[TwoTowerConfig]):
         self.encoder_: FeatureEncoder | None = None
         self.train_metrics_: dict[str, float] = {}
 
-    def fit(self, interactions: Interactions) -> Self:
-        """Train the towers (in-process or on Ray Train), then precompute the serving index."""
+    def fit(
+        self,
+        interactions: Interactions,
+        *,
+        epoch_callback: Callable[[int, dict[str, float], TwoTower], None] | None = None,
+    ) -> Self:
+        """Train the towers (in-process or on Ray Train), then precompute the serving index.
+
+        ``epoch_callback(epoch, metrics, model)`` is called after every epoch with this model
+        already usable (``recommend``, ``rank_items``) at that epoch's weights; Ray Tune uses
+        it to report a validation metric per epoch. It needs ``num_workers = 0``.
+        """
         cfg = self.config
+        if epoch_callback is not None and cfg.num_workers != 0:
+            raise ValueError(
+                "epoch_callback needs the in-process loop: set num_workers: 0 in the "
+                f"two_tower config (got num_workers={cfg.num_workers})"
+            )
         encoder = FeatureEncoder.fit(interactions.user_features, interactions.item_features)
         inputs = TowerInputs.build(interactions, encoder)
         dims = TowerDims(
@@ -718,8 +752,22 @@ class TwoTower(Recommender[TwoTowerConfig]):
                 f"two_tower needs at least 2 interactions to train, got {len(columns['user'])}"
             )
         hp = cfg.model_dump()
+        x = interactions.matrix.tocsr()
+        user_has_history = np.diff(x.indptr) > 0
+        item_has_history = np.bincount(x.indices, minlength=interactions.n_items) > 0
+        hook: EpochHook | None = None
+        if epoch_callback is not None:
+
+            def hook(epoch: int, net: TwoTowerNet, metrics: dict[str, float]) -> None:
+                self.index_ = TwoTowerIndex.from_net(
+                    net, inputs, user_has_history, item_has_history
+                )
+                self.net_, self.encoder_ = net, encoder
+                self.interactions_ = interactions
+                epoch_callback(epoch, metrics, self)
+
         if cfg.num_workers == 0:
-            weights, metrics = train_in_process(columns, dims, hp)
+            weights, metrics = train_in_process(columns, dims, hp, hook)
         elif cfg.storage_path is not None:
             weights, metrics = train_with_ray(columns, dims, hp, cfg.storage_path)
         else:
@@ -728,13 +776,7 @@ class TwoTower(Recommender[TwoTowerConfig]):
         net = _blank_net(dims)
         _load_net_state(net, weights)
         net.eval()
-        x = interactions.matrix.tocsr()
-        self.index_ = TwoTowerIndex.from_net(
-            net,
-            inputs,
-            user_has_history=np.diff(x.indptr) > 0,
-            item_has_history=np.bincount(x.indices, minlength=interactions.n_items) > 0,
-        )
+        self.index_ = TwoTowerIndex.from_net(net, inputs, user_has_history, item_has_history)
         self.net_, self.encoder_ = net, encoder
         self.train_metrics_ = metrics
         self.interactions_ = interactions
