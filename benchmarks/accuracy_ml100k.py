@@ -39,6 +39,8 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "itemknn": [{"k": k, "similarity": s} for k in (50, 100, 200) for s in ("cosine", "tfidf")],
     "userknn": [{"k": k, "similarity": s} for k in (25, 50, 100) for s in ("cosine", "tfidf")],
     "ease": [{"l2": lam} for lam in (100.0, 250.0, 500.0, 1000.0)],
+    # in-process training (num_workers=0) keeps the benchmark free of Ray start-up noise
+    "two_tower": [{"num_workers": 0}, {"num_workers": 0, "epochs": 40}],
 }
 """Small per-model grids tuned on the validation split; extend here, not in code below."""
 

@@ -13,7 +13,7 @@ from ray_app.broker.settings import KafkaSettings
 from ray_app.cli import do_ingest, do_replay, start_serving
 from ray_app.ingest.config import IngestConfig
 from ray_app.serving.config import ServeArgs
-from ray_app.training.job import TrainConfig, run_training
+from ray_app.training.job import ModelSpec, TrainConfig, run_training
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,21 @@ def test_replay_ingest_train_serve(
     assert ist.records == stats.events
     assert ist.snapshot_rows == stats.events and ist.dead_letters == 0
 
-    result = run_training(TrainConfig(snapshot_dir=snaps, registry=str(tmp_path / "registry")))
-    assert {mv.name for mv in result.versions} == {"itemknn", "popularity"}
+    space = Path(__file__).resolve().parent.parent / "configs" / "tune" / "itemknn.yaml"
+    models = [
+        ModelSpec(name="ease"),
+        ModelSpec(name="itemknn", tune=space, tune_samples=2),
+        ModelSpec(name="popularity"),
+    ]
+    result = run_training(
+        TrainConfig(snapshot_dir=snaps, registry=str(tmp_path / "registry"), models=models)
+    )
+    knn_manifest = next(mv for mv in result.versions if mv.name == "itemknn").manifest
+    assert knn_manifest["tuning"]["best"], "the tuned config is what was registered"
+    assert all(knn_manifest["config"][k] == v for k, v in knn_manifest["tuning"]["best"].items())
+    assert "gender=F" in knn_manifest["metrics_by_group"]
+    assert any(g.startswith("activity=") for g in knn_manifest["metrics_by_group"])
+    assert {mv.name for mv in result.versions} == {"ease", "itemknn", "popularity"}
     assert result.interactions == len(ratings)
     knn = result.metrics["itemknn"]
     assert knn["ndcg@10"] > result.metrics["popularity"]["ndcg@10"] * 0.8
@@ -65,7 +78,7 @@ def test_replay_ingest_train_serve(
             assert not set(items) & seen, "never a movie the user already rated"
 
         js = httpx.get(f"{base}/recommend/1?format=json", timeout=30).json()
-        assert js["model"] == "itemknn" and js["model_version"].startswith("v")
+        assert js["model"] == "ease" and js["model_version"].startswith("v")
         assert js["items"] == httpx.get(f"{base}/recommend/1", timeout=30).text.split(",")
 
         unknown = httpx.get(f"{base}/recommend/999999", timeout=30).text.split(",")

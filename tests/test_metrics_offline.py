@@ -62,3 +62,37 @@ def test_missing_column_is_named() -> None:
     model, inter = fitted()
     with pytest.raises(ValueError, match="no column 'item_id'"):
         evaluate(model, inter, pd.DataFrame({"user_id": ["u1"]}))
+
+
+def test_evaluate_by_group_splits_users_by_profile_and_activity() -> None:
+    import pandas as pd
+
+    from ray_app.evaluation.offline import evaluate, evaluate_by_group, user_group_frame
+    from ray_app.models.base import Interactions
+    from ray_app.models.popularity import Popularity
+
+    rows = [(f"u{u}", f"m{(u * 7 + j) % 40}") for u in range(40) for j in range(5 + (u % 2) * 30)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    test = frame.groupby("user_id").head(1)
+    train = frame.drop(test.index)
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(40)],
+            "age": [20 + u for u in range(40)],
+            "gender": ["F" if u % 2 else "M" for u in range(40)],
+            "occupation": ["x"] * 40,
+        }
+    )
+    groups = user_group_frame(train, users)
+    assert set(groups.columns) == {"activity", "gender", "age_band", "occupation"}
+    assert groups.loc["u1", "activity"] == "20-49" and groups.loc["u0", "activity"] == "<20"
+    assert groups.loc["u0", "age_band"] == "18-24" and groups.loc["u39", "age_band"] == "55+"
+    inter = Interactions.from_frame(train)
+    model = Popularity().fit(inter)
+    by = evaluate_by_group(model, inter, test, groups, k=10)
+    assert {"gender=F", "gender=M", "activity=<20", "activity=20-49", "occupation=x"} <= set(by)
+    assert by["gender=F"]["users"] == 20 and by["gender=M"]["users"] == 20
+    # the whole is the user-weighted mean of its parts
+    overall = evaluate(model, inter, test, k=10)["ndcg@10"]
+    parts = (by["gender=F"]["ndcg@10"] + by["gender=M"]["ndcg@10"]) / 2
+    assert abs(overall - parts) < 1e-9

@@ -100,3 +100,68 @@ def _nanmean(values: np.ndarray) -> float:
     """Mean over defined values; ``nan`` (not a warning) when there are none."""
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+AGE_BANDS = [
+    (0, 18, "<18"),
+    (18, 25, "18-24"),
+    (25, 35, "25-34"),
+    (35, 45, "35-44"),
+    (45, 55, "45-54"),
+    (55, 200, "55+"),
+]
+ACTIVITY_BANDS = [(0, 20, "<20"), (20, 50, "20-49"), (50, 150, "50-149"), (150, 10**9, "150+")]
+
+
+def _band(values: pd.Series, bands: list[tuple[int, int, str]]) -> pd.Series:
+    edges = [b[0] for b in bands] + [bands[-1][1]]
+    return pd.cut(values, bins=edges, right=False, labels=[b[2] for b in bands]).astype(str)
+
+
+def user_group_frame(
+    train_frame: pd.DataFrame, users: pd.DataFrame | None = None, *, user_col: str = "user_id"
+) -> pd.DataFrame:
+    """One row per training user: ``activity`` band (training interactions) and, when user
+    profiles are given, ``gender``, ``age_band`` and ``occupation``; indexed by user id."""
+    counts = train_frame.groupby(train_frame[user_col].astype(str)).size()
+    out = pd.DataFrame({"activity": _band(counts, ACTIVITY_BANDS)}, index=counts.index)
+    if users is not None and len(users):
+        prof = users.assign(user_id=users["user_id"].astype(str)).set_index("user_id")
+        prof = prof.reindex(out.index)
+        if "gender" in prof:
+            out["gender"] = prof["gender"].fillna("unknown").replace("", "unknown")
+        if "age" in prof:
+            out["age_band"] = _band(prof["age"].astype("float64"), AGE_BANDS).replace(
+                "nan", "unknown"
+            )
+        if "occupation" in prof:
+            out["occupation"] = prof["occupation"].fillna("unknown").replace("", "unknown")
+    return out
+
+
+def evaluate_by_group(
+    model: Recommender,  # type: ignore[type-arg]
+    train: Interactions,
+    test_frame: pd.DataFrame,
+    groups: pd.DataFrame,
+    k: int = 10,
+    *,
+    user_col: str = "user_id",
+    min_users: int = 5,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` per user group: ``{"gender=F": {...}, "age_band=25-34": {...}}``.
+
+    ``groups`` is indexed by user id with one column per grouping (see
+    :func:`user_group_frame`); groups with fewer than ``min_users`` test users are skipped as
+    too noisy to read.
+    """
+    users = test_frame[user_col].astype(str)
+    out: dict[str, dict[str, float]] = {}
+    for column in groups.columns:
+        labels = groups[column].reindex(users.to_numpy()).to_numpy()
+        for label in sorted({str(x) for x in labels if isinstance(x, str)}):
+            part = test_frame[labels == label]
+            if part[user_col].nunique() < min_users:
+                continue
+            out[f"{column}={label}"] = evaluate(model, train, part, k=k, user_col=user_col)
+    return out

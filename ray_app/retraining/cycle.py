@@ -142,7 +142,7 @@ def run_cycle(
     catalog = sorted(frame["item_id"].unique().tolist())
     train, test = per_user_holdout(frame, test_fraction=config.test_fraction, seed=config.seed)
     fit = ray.remote(_fit_and_evaluate)
-    model, metrics = ray.get(fit.remote(config.model, train, test, frame, config.k, catalog))
+    model, metrics, _ = ray.get(fit.remote(config.model, train, test, frame, config.k, catalog))
     step("trained", interactions=len(frame), metrics=metrics)
 
     # ---- offline gate ----------------------------------------------------------------------

@@ -47,7 +47,7 @@ class ServeArgs(BaseModel):
         default_factory=lambda: os.environ.get("RAY_APP_REGISTRY", "data/registry")
     )
     """Registry root (local path or pyarrow filesystem URI)."""
-    model: str = "itemknn"
+    model: str = "ease"
     """Model of the single default variant ``A`` when ``variants`` is empty (``--model``)."""
     model_version: str | None = None
     """Pinned version of that default variant; None serves the latest."""

@@ -27,6 +27,11 @@ class ModelSpec(BaseModel):
 
     name: str
     config: dict[str, Any] = Field(default_factory=dict)
+    tune: Path | None = None
+    """Search-space YAML (``configs/tune/<model>.yaml``): tune with Ray Tune (ASHA) on a
+    validation split of the training data first; the best config is what gets registered."""
+    tune_samples: int | None = Field(default=None, ge=1)
+    """Trials (default: the search-space file's ``num_samples``)."""
 
 
 class TrainConfig(BaseModel):
@@ -37,7 +42,11 @@ class TrainConfig(BaseModel):
     snapshot_dir: Path = Path("data/snapshots")
     registry: str = "data/registry"
     models: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(name="itemknn"), ModelSpec(name="popularity")],
+        default_factory=lambda: [
+            ModelSpec(name="ease"),
+            ModelSpec(name="itemknn"),
+            ModelSpec(name="popularity"),
+        ],
         min_length=1,
     )
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
@@ -69,36 +78,43 @@ def _fit_and_evaluate(
     full: pd.DataFrame,
     k: int,
     catalog: list[str],
-) -> tuple[Any, dict[str, float]]:
-    """Fit on the train split, evaluate on the holdout, then refit on everything to serve."""
-    from ray_app.evaluation.offline import evaluate
+    user_groups: pd.DataFrame | None = None,
+) -> tuple[Any, dict[str, float], dict[str, dict[str, float]]]:
+    """Fit on the train split, evaluate on the holdout (overall and per user group), then
+    refit on everything to serve."""
+    from ray_app.evaluation.offline import evaluate, evaluate_by_group
     from ray_app.models.base import Interactions
     from ray_app.models.catalog import build_model
 
     train_i = Interactions.from_frame(train, item_ids=catalog)
     model = build_model(spec.name, spec.config).fit(train_i)
     metrics = evaluate(model, train_i, test, k=k)
+    groups = (
+        evaluate_by_group(model, train_i, test, user_groups, k=k) if user_groups is not None else {}
+    )
     final = build_model(spec.name, spec.config).fit(Interactions.from_frame(full, item_ids=catalog))
-    return final, metrics
+    return final, metrics, groups
 
 
-def _write_genres(registry: Registry, dataset: str, items: set[str]) -> None:
+def _write_genres(registry: Registry, dataset: str, items: set[str]) -> pd.DataFrame | None:
+    """Store the catalogue's genres beside the models; return the dataset's user profiles."""
     from ray_app.data.movielens import load
     from ray_app.registry.store import write_item_metadata
 
     try:
-        movies = load(dataset).movies
+        ml = load(dataset)
     except Exception:  # no network and no cache: the re-ranker just keeps relevance order
         log.warning(
             "could not load %s for item genres; re-ranker will not diversify",
             dataset,
             exc_info=True,
         )
-        return
-    movies = movies[movies["item_id"].isin(items)]
+        return None
+    movies = ml.movies[ml.movies["item_id"].isin(items)]
     write_item_metadata(
         registry, dict(zip(movies["item_id"], movies["genres"].map(list), strict=True))
     )
+    return ml.users
 
 
 def run_training(config: TrainConfig) -> TrainResult:
@@ -123,20 +139,40 @@ def run_training(config: TrainConfig) -> TrainResult:
         "interactions": len(frame),
         "feedback": config.feedback.model_dump(mode="json"),
     }
+    tuning: dict[str, dict[str, Any]] = {}
+    specs: list[ModelSpec] = []
+    for spec in config.models:
+        if spec.tune is None:
+            specs.append(spec)
+            continue
+        from ray_app.training.tune import run_tune
+
+        # Tune on a validation split carved from the training split, never from the holdout.
+        tr, va = per_user_holdout(train, test_fraction=0.125, seed=config.seed + 1)
+        best = run_tune(spec.name, spec.tune, tr, va, num_samples=spec.tune_samples)
+        tuning[spec.name] = {"space": str(spec.tune), "best": best}
+        specs.append(ModelSpec(name=spec.name, config={**spec.config, **best}))
+    from ray_app.evaluation.offline import user_group_frame
+
+    registry = Registry(config.registry, config.signing)
+    users_meta = None
+    if config.catalog_dataset:
+        users_meta = _write_genres(registry, config.catalog_dataset, set(catalog))
+    groups = ray.put(user_group_frame(train, users_meta))
     fit = ray.remote(_fit_and_evaluate)
     refs = {
         spec.name: fit.remote(
-            spec, ray.put(train), ray.put(test), ray.put(frame), config.k, catalog
+            spec, ray.put(train), ray.put(test), ray.put(frame), config.k, catalog, groups
         )
-        for spec in config.models
+        for spec in specs
     }
-    registry = Registry(config.registry, config.signing)
-    if config.catalog_dataset:
-        _write_genres(registry, config.catalog_dataset, set(catalog))
     result = TrainResult(len(frame), frame["user_id"].nunique(), len(catalog), len(files))
     for name, ref in refs.items():
-        model, metrics = ray.get(ref)
-        mv = registry.register(model, metrics=metrics, snapshot=snapshot)
+        model, metrics, groups = ray.get(ref)
+        extra: dict[str, Any] = {"metrics_by_group": groups}
+        if name in tuning:
+            extra["tuning"] = tuning[name]
+        mv = registry.register(model, metrics=metrics, snapshot=snapshot, extra=extra)
         log.info("registered %s %s: %s", name, mv.version, json.dumps(metrics))
         result.versions.append(mv)
         result.metrics[name] = metrics
