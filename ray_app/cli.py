@@ -391,6 +391,30 @@ def start_serving(args: Any, host: str, port: int) -> None:
     rserve.run(build_app(args), name="recommender", route_prefix="/", blocking=False)
 
 
+@app.command("recommend-all")
+def recommend_all_cmd(
+    model: Annotated[str, typer.Option(help="Registry model name.")] = "ease",
+    out: Annotated[Path, typer.Option(help="Output directory (Parquet).")] = Path(
+        "data/recommendations"
+    ),
+    registry: Annotated[str, typer.Option(help="Registry root.")] = "data/registry",
+    version: Annotated[str | None, typer.Option(help="Version (default: latest).")] = None,
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Items per user.")] = 20,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Existing Ray cluster (default: local).")
+    ] = None,
+) -> None:
+    """Ray Data batch inference: top-k for every user a registry version knows."""
+    from ray_app.runtime import init_ray
+    from ray_app.training.batch_inference import recommend_all
+
+    init_ray(ray_address)
+    stats = recommend_all(registry, model, out, version=version, k=k)
+    console.print(
+        f"{stats['users_scored']:,} of {stats['users']:,} users scored, {stats['rows']:,} rows → {out}"
+    )
+
+
 # ---- registry -----------------------------------------------------------------------------
 @registry_app.command("list")
 def registry_list(

@@ -20,7 +20,7 @@ COMMANDS = [
     ["demo"], ["registry"], ["registry", "list"], ["registry", "verify"], ["snapshots"],
     ["snapshots", "compact"], ["snapshots", "stats"], ["data", "synth"], ["recommend-batch"],
     ["tune"], ["retrain"], ["simulate"], ["online-eval"], ["experiment"], ["experiment", "report"],
-    ["drift"],
+    ["drift"], ["recommend-all"],
 ]  # fmt: skip
 
 
