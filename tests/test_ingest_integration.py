@@ -146,3 +146,52 @@ def test_consumer_actors_share_partitions_and_survive_a_restart(
         seen.update(zip(t["partition"].to_pylist(), t["offset"].to_pylist(), strict=True))
     assert not [k for k, c in seen.items() if c > 1], "no offset written twice"
     assert set(seen) == produced, "no offset lost"
+
+
+def test_quiet_topic_lands_within_the_delay_and_dead_letters_reach_the_dlq(
+    broker: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ray_app.ingest.snapshots import committed_batches
+
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    topic, dlq = f"quiet-{tag}", f"dlq-{tag}"
+    ensure_topics(broker, {topic: 1, dlq: 1})
+    p = KafkaProducer(bootstrap_servers=broker)
+    p.send(topic, b"2024-03-01T00:00:00,1,GET /data/m/5/1.mpg")
+    p.send(topic, b"2024-03-01T00:00:01,1,GET /nope")
+    p.send(topic, b"2024-03-01T00:00:02,1,GET /rate/5=4")
+    p.flush()
+    cfg = IngestConfig(
+        topics=[topic],
+        group_id=f"q-{tag}",
+        snapshot_dir=tmp_path,
+        dlq_topic=dlq,
+        max_batch_records=10_000,
+        max_batch_delay_s=1.0,
+    )
+    stop = threading.Event()
+    consumer = SnapshotConsumer(KafkaSettings(bootstrap_servers=broker), cfg, stop=stop)
+    t = threading.Thread(target=consumer.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not committed_batches(tmp_path):
+            time.sleep(0.2)
+        assert committed_batches(tmp_path), "3 records far below max_batch_records still flushed"
+        assert t.is_alive(), "flushed by the delay, not by the consumer stopping"
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert consumer.stats.snapshot_rows == 2 and consumer.stats.dead_letters == 1
+    c = KafkaConsumer(bootstrap_servers=broker, consumer_timeout_ms=10_000)
+    c.assign([TopicPartition(dlq, 0)])
+    c.seek_to_beginning()
+    msg = next(iter(c))
+    c.close()
+    assert msg.value == b"2024-03-01T00:00:01,1,GET /nope"
+    headers = dict(msg.headers)
+    assert b"/nope" in headers["error"] and headers["source"] == f"{topic}/0/1".encode()

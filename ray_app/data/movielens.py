@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 
-# name -> (zip URL, published MD5 of the zip). GroupLens publishes MD5s beside each archive.
+# name -> (zip URL, published MD5 of the zip). GroupLens publishes MD5s beside each archive;
+# an empty pin means "read <url>.md5 at download time" (for the moving ml-latest-small).
 OFFICIAL: dict[str, tuple[str, str]] = {
     "ml-100k": (f"{GROUPLENS}/ml-100k.zip", "0e33842e24a9c977be4e0107933c0723"),
     "ml-1m": (f"{GROUPLENS}/ml-1m.zip", "c4d9eecfca2ab87c1945afe126590906"),
@@ -109,8 +110,13 @@ def _fetch_official(name: str, dest: Path, timeout_s: float) -> Path:
     log.info("downloading %s", url)
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         payload = resp.read()
+    if not md5:
+        # ml-latest-small changes with each GroupLens refresh, so no checksum can be pinned;
+        # GroupLens publishes the current one beside the zip.
+        with urllib.request.urlopen(url + ".md5", timeout=timeout_s) as resp:
+            md5 = resp.read().decode().split()[0].strip()
     got = _digest(payload, "md5")
-    if md5 and got != md5:
+    if got != md5:
         raise ChecksumError(f"{url}: md5 {got} != published {md5}")
     sha = _digest(payload, "sha256")
     with zipfile.ZipFile(io.BytesIO(payload)) as zf:
