@@ -50,12 +50,33 @@ class ModelContract:
 
     expected_ndcg: ClassVar[float]
     """Lower bound for NDCG@10 on :func:`checkerboard` (set per model)."""
+    ml100k_ndcg: ClassVar[float | None] = None
+    """Lower bound for NDCG@10 on MovieLens-100K (per-user 10 % holdout, seed 0, all ratings
+    positive, full ranking, seen excluded) with :meth:`ml100k_factory`'s model; None skips."""
     scores_empty_history: ClassVar[bool] = False
     """Whether the model can score a known user with no interactions (popularity can)."""
 
     def model_factory(self) -> Recommender[Any]:
         """A fresh, unfitted model with test-sized settings."""
         raise NotImplementedError
+
+    def ml100k_factory(self) -> Recommender[Any]:
+        """The model as configured for the MovieLens-100K bound (default: its defaults)."""
+        return build_model(self.model_factory().name)
+
+    @pytest.mark.realdata
+    def test_quality_bound_on_movielens_100k(self, ml100k: Any) -> None:
+        if self.ml100k_ndcg is None:
+            pytest.skip("this model declares no MovieLens-100K bound")
+        from ray_app.evaluation.split import per_user_holdout
+
+        train, test = per_user_holdout(ml100k.ratings, test_fraction=0.1, seed=0)
+        inter = Interactions.from_frame(train, weight_col=None)
+        model = self.ml100k_factory().fit(inter)
+        ndcg = evaluate(model, inter, test, k=10)["ndcg@10"]
+        assert ndcg >= self.ml100k_ndcg, (
+            f"{model.name}: NDCG@10 {ndcg:.4f} < bound {self.ml100k_ndcg}"
+        )
 
     # ---- helpers ------------------------------------------------------------------------
     def fitted(self) -> tuple[Recommender[Any], Interactions, pd.DataFrame]:

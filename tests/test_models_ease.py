@@ -15,6 +15,7 @@ from ray_app.models.ease import EASE, EASEConfig
 
 
 class TestEASEContract(ModelContract):
+    ml100k_ndcg = 0.32  # measured 0.355 on this split; BENCHMARKS.md has the full protocol
     expected_ndcg = 0.99
 
     def model_factory(self) -> Recommender[Any]:

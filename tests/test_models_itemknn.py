@@ -44,6 +44,7 @@ def fitted(**config: Any) -> ItemKNN:
 
 
 class TestItemKNNContract(ModelContract):
+    ml100k_ndcg = 0.27  # measured 0.299 on this split; BENCHMARKS.md has the full protocol
     expected_ndcg = 0.99  # item u is the only co-occurring unseen item: always ranked first
 
     def model_factory(self) -> Recommender[Any]:

@@ -24,6 +24,7 @@ TINY = pd.DataFrame(
 
 
 class TestPopularityContract(ModelContract):
+    ml100k_ndcg = 0.12  # measured 0.149 on this split; BENCHMARKS.md has the full protocol
     # Every checkerboard item has the same popularity (n/2 - 1 users), so the ranking is pure
     # tie-breaking: popularity cannot find the held-out item and no quality bound applies.
     expected_ndcg = 0.0

@@ -31,6 +31,7 @@ def fitted(**config: Any) -> UserKNN:
 
 
 class TestUserKNNContract(ModelContract):
+    ml100k_ndcg = 0.27  # measured 0.307 on this split; BENCHMARKS.md has the full protocol
     expected_ndcg = 0.99  # every same-parity neighbour holds item u: always ranked first
 
     def model_factory(self) -> Recommender[Any]:
