@@ -105,6 +105,14 @@ class EmbeddedBroker:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"tansu broker exited with code {self._proc.returncode}")
             try:
+                # A plain TCP probe first: kafka-python logs every refused connection at ERROR.
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+            except OSError as exc:
+                last = exc
+                time.sleep(0.1)
+                continue
+            try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=[self.bootstrap_servers], request_timeout_ms=3000
                 )
