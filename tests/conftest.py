@@ -10,6 +10,8 @@ import pytest
 
 # Tests must not depend on (or write to) the developer's real key file.
 os.environ.setdefault("RAY_APP_REGISTRY_HMAC_KEY", "test-only-registry-key")
+# Serve runs in the mode `ray-app serve` and the demo use (see ray_app/runtime.py).
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
 @pytest.fixture(scope="session")
