@@ -138,7 +138,7 @@ def test_consumer_actors_share_partitions_and_survive_a_restart(
         time.sleep(0.5)
     assert sorted(x for o in owned for x in o) == [(topic, 0), (topic, 1)], owned
     ray.kill(actors[0], no_restart=False)  # Ray restarts it; it rejoins and resumes from markers
-    ray.get(runs, timeout=180)
+    ray.get(runs, timeout=300)
 
     seen: Counter[tuple[int, int]] = Counter()
     for f in (tmp_path / "events").rglob("*.parquet"):

@@ -28,6 +28,9 @@ from ray_app.ingest.snapshots import BatchId, next_offsets, recover, write_batch
 
 log = logging.getLogger(__name__)
 
+MAX_LAGGING_IDLE_CHECKS = 3
+"""Idle periods tolerated while the broker still reports lag, before --until-idle stops."""
+
 
 @dataclass
 class _Buffer:
@@ -264,6 +267,7 @@ class SnapshotConsumer:
             self._dlq = KafkaProducer(linger_ms=50, **kw)
         self._consumer.subscribe(c.topics, listener=_Listener(self))
         start = last_record = time.monotonic()
+        lagging_checks = 0
         try:
             while not self.stop.is_set():
                 polled = self._consumer.poll(timeout_ms=200, max_records=c.max_poll_records)
@@ -282,6 +286,7 @@ class SnapshotConsumer:
                         self.stats.records += 1
                     self._next[tp] = expected
                     last_record = time.monotonic()
+                    lagging_checks = 0
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.time()
                 due = self._due()
@@ -295,6 +300,14 @@ class SnapshotConsumer:
                 ):
                     if self._caught_up():
                         log.info("no record for %.1fs and no lag; stopping", c.until_idle_s)
+                        break
+                    lagging_checks += 1
+                    if lagging_checks > MAX_LAGGING_IDLE_CHECKS:
+                        # Some brokers (Tansu) can report an end offset no fetch ever reaches;
+                        # a bounded wait keeps --until-idle from hanging on such a partition.
+                        log.warning(
+                            "idle with lag reported for %d checks; stopping", lagging_checks
+                        )
                         break
                     # A slow fetch is not an idle topic: keep going while records are waiting.
                     last_record = time.monotonic()
