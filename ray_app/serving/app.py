@@ -41,4 +41,8 @@ def build_app(args: dict[str, Any] | ServeArgs | None = None) -> Application:
     router = _ROUTER.options(
         user_config={"weights": weights, "salt": a.experiment_salt, "deadline_s": a.deadline_s}
     ).bind(variants, fallback, reranker, weights, a.experiment_salt, a.deadline_s)
-    return _INGRESS.bind(router, fallback, a)
+    batching = {
+        "max_batch_size": a.max_batch_size,
+        "max_batches_in_flight": a.max_batches_in_flight,
+    }
+    return _INGRESS.options(user_config=batching).bind(router, fallback, a)

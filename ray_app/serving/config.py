@@ -60,6 +60,10 @@ class ServeArgs(BaseModel):
     default_k: int = Field(default=20, ge=1, le=100)
     deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
     """Per-call deadline for a variant; past it the fallback answers."""
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    """Most requests the ingress hands the router in one call."""
+    max_batches_in_flight: int = Field(default=2, ge=1, le=64)
+    """Batches the ingress keeps at the router at once; arrivals meanwhile form the next one."""
     diversity: float = Field(default=0.2, ge=0.0, le=1.0)
     """MMR weight of the re-ranker (0 = pure relevance order)."""
     rate_limit_per_min: int = Field(default=100, ge=1)

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
 from ray_app.serving import security
+from ray_app.serving.batching import AdaptiveBatcher
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.provenance import RecoLogger, TraceStore, reco_event
 from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
@@ -124,6 +125,11 @@ class Ingress:
         if not len(security.STATE.keys):
             log.warning("no admin API keys configured: /admin routes will answer 401")
         self.limiter = RateLimiter(args.rate_limit_per_min)
+        # Requests that arrive while earlier batches are with the router leave together: the
+        # chain behind the router is then paid once per batch, not once per request.
+        self.batcher: AdaptiveBatcher[tuple[str, int], dict[str, Any]] = AdaptiveBatcher(
+            self._route_many, args.max_batch_size, args.max_batches_in_flight
+        )
         self.reco_log = RecoLogger(args.kafka_bootstrap_servers, args.reco_topic, args.reco_buffer)
         self.traces = TraceStore(args.trace_size)
         tags: Any = ("variant", "model_version")  # Ray annotates tag_keys as a 1-tuple
@@ -152,6 +158,19 @@ class Ingress:
         self.m_dropped = Counter(
             "app_reco_log_dropped", description="Reco events not sent to Kafka."
         )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``{"max_batch_size": int, "max_batches_in_flight": int}`` for router batching."""
+        self.batcher.configure(
+            max_batch_size=user_config.get("max_batch_size"),
+            max_in_flight=user_config.get("max_batches_in_flight"),
+        )
+
+    async def _route_many(self, requests: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = await self.router.route_batch.remote(
+            [u for u, _ in requests], [k for _, k in requests]
+        )
+        return answers
 
     def _limit_key(self, request: Request, user_id: str) -> str:
         if self.limit_key == "user":
@@ -213,7 +232,7 @@ class Ingress:
         request_id = uuid.uuid4().hex
         kk = k or self.default_k
         try:
-            ans: dict[str, Any] = await self.router.route.remote(user_id, kk)
+            ans: dict[str, Any] = await self.batcher.submit((user_id, kk))
             if ans["model"] == "popularity" and len(ans["items"]) >= 20:
                 security.STATE.last_resort = list(ans["items"])
         except Exception:

@@ -15,7 +15,14 @@ from ray_app.registry.store import Registry
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 0.1},
+    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
+    # keeps its own (and every answer is a reco event).
+    logging_config={"enable_access_log": False},
+)
 class ModelServer:
     """Loads a verified registry version and answers top-k requests.
 
@@ -84,27 +91,48 @@ class ModelServer:
         self, user_id: str, k: int, exclude: list[str] | None = None
     ) -> dict[str, Any]:
         """Top-k for one user: ``{"items", "scores", "known", "model", "version"}``."""
+        return (await self.recommend_batch([user_id], [k], [exclude or []]))[0]
+
+    async def recommend_batch(
+        self, user_ids: list[str], ks: list[int], excludes: list[list[str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`recommend` for many users in one model call (the router batches requests).
+
+        One vectorised ``model.recommend`` scores the whole batch, so a batch of n users costs
+        one actor call instead of n.
+        """
         if self.fault.get("raise"):
             raise RuntimeError(f"fault injection: {self.name} raises")
         if self.fault.get("sleep_s"):
             await asyncio.sleep(float(self.fault["sleep_s"]))
         with self._lock:
             model, mv, name = self.model, self.version, self.name
-        extra = len(exclude) if exclude else 0
-        rec = model.recommend([user_id], k=k + extra, exclude_seen=True)
-        items, scores = list(rec.items[0]), [float(s) for s in rec.scores[0]]
-        if exclude:
-            drop = set(exclude)
-            kept = [(i, s) for i, s in zip(items, scores, strict=True) if i not in drop]
-            items, scores = [i for i, _ in kept], [s for _, s in kept]
-        known = bool(rec.known[0])
-        if not known and hasattr(model, "top_items"):
-            items = model.top_items(k + extra, exclude=set(exclude or []))[:k]
-            scores = [0.0] * len(items)
-        return {
-            "items": items[:k],
-            "scores": scores[:k],
-            "known": known,
-            "model": name,
-            "version": mv.version,
-        }
+        ex = excludes or [[] for _ in user_ids]
+        depth = max(k + len(e) for k, e in zip(ks, ex, strict=True))
+        rec = model.recommend(user_ids, k=depth, exclude_seen=True)
+        out = []
+        for i, (k, drop_list) in enumerate(zip(ks, ex, strict=True)):
+            drop = set(drop_list)
+            known = bool(rec.known[i])
+            if known:
+                pairs = [
+                    (it, float(sc))
+                    for it, sc in zip(rec.items[i], rec.scores[i], strict=True)
+                    if it not in drop
+                ][:k]
+                items, scores = [it for it, _ in pairs], [sc for _, sc in pairs]
+            elif hasattr(model, "top_items"):
+                items = model.top_items(k, exclude=drop)[:k]
+                scores = [0.0] * len(items)
+            else:
+                items, scores = [], []
+            out.append(
+                {
+                    "items": items,
+                    "scores": scores,
+                    "known": known,
+                    "model": name,
+                    "version": mv.version,
+                }
+            )
+        return out

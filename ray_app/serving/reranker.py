@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from ray import serve
 
 from ray_app.registry.signing import SigningConfig
@@ -50,7 +51,61 @@ def mmr(
     return picked
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+class GenreIndex:
+    """Item genres as a 0/1 matrix, so MMR's pairwise Jaccard is two small matrix products.
+
+    :meth:`mmr` returns exactly what :func:`mmr` returns (same float operations in the same
+    order, same first-index tie-break) at a fraction of the cost: profiling under load put
+    the pure-Python loop at about 40 % of the re-ranker's CPU.
+    """
+
+    def __init__(self, genres: Mapping[str, Sequence[str]]) -> None:
+        names = sorted({g for gs in genres.values() for g in gs})
+        col = {g: j for j, g in enumerate(names)}
+        self.row = {item: i for i, item in enumerate(genres)}
+        m = np.zeros((len(self.row) + 1, max(len(names), 1)), dtype=np.int64)  # last row: none
+        for item, gs in genres.items():
+            m[self.row[item], [col[g] for g in gs]] = 1
+        self.matrix = m
+        self.size = m.sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def mmr(self, items: Sequence[str], k: int, diversity: float) -> list[str]:
+        """:func:`mmr` over this index's genres."""
+        n = len(items)
+        if diversity <= 0 or not self.row or n <= 1:
+            return list(items[:k])
+        none = len(self.row)
+        rows = np.fromiter((self.row.get(it, none) for it in items), dtype=np.int64, count=n)
+        sub = self.matrix[rows]
+        inter = sub @ sub.T
+        size = self.size[rows]
+        union = size[:, None] + size[None, :] - inter
+        sim = np.divide(inter, union, out=np.zeros((n, n)), where=union > 0)
+        rel = 1.0 - np.arange(n) / n
+        max_sim = np.zeros(n)
+        alive = np.ones(n, dtype=bool)
+        picked: list[str] = []
+        for _ in range(min(k, n)):
+            score = (1 - diversity) * rel - diversity * max_sim
+            score[~alive] = -np.inf
+            best = int(np.argmax(score))
+            picked.append(items[best])
+            alive[best] = False
+            np.maximum(max_sim, sim[best], out=max_sim)
+        return picked
+
+
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 0.1},
+    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
+    # keeps its own (and every answer is a reco event).
+    logging_config={"enable_access_log": False},
+)
 class ReRanker:
     """MMR re-ranking with ``diversity`` from ``user_config``; genres from the registry.
 
@@ -61,16 +116,16 @@ class ReRanker:
     def __init__(self, registry: str, signing: SigningConfig, diversity: float = 0.2) -> None:
         self.registry = Registry(registry, signing)
         self.diversity = diversity
-        self.genres: dict[str, list[str]] = {}
+        self.index = GenreIndex({})
         self._reload_genres()
 
     def _reload_genres(self) -> None:
         try:
-            self.genres = read_item_metadata(self.registry)
+            self.index = GenreIndex(read_item_metadata(self.registry))
         except Exception:
             # A tampered metadata file must not take the service down: keep the last good one.
-            log.exception("item metadata refused; keeping %d known items", len(self.genres))
-        log.info("re-ranker: genres for %d items", len(self.genres))
+            log.exception("item metadata refused; keeping %d known items", len(self.index))
+        log.info("re-ranker: genres for %d items", len(self.index))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``{"diversity": float in [0, 1]}``; also re-reads the item metadata."""
@@ -78,6 +133,16 @@ class ReRanker:
         self.diversity = min(max(d, 0.0), 1.0)
         self._reload_genres()
 
-    def rerank(self, items: list[str], k: int) -> dict[str, Any]:
+    async def rerank(self, items: list[str], k: int) -> dict[str, Any]:
         """``{"items": top-k after MMR, "diversity": weight used}``."""
-        return {"items": mmr(items, self.genres, k, self.diversity), "diversity": self.diversity}
+        return (await self.rerank_batch([items], [k]))[0]
+
+    # async although it never awaits: Serve runs a sync method on a worker thread, and the
+    # thread hand-off cost more than the sub-millisecond MMR itself (profiled under load).
+    async def rerank_batch(self, lists: list[list[str]], ks: list[int]) -> list[dict[str, Any]]:
+        """:meth:`rerank` for a batch of candidate lists in one actor call."""
+        d, index = self.diversity, self.index
+        return [
+            {"items": index.mmr(items, k, d), "diversity": d}
+            for items, k in zip(lists, ks, strict=True)
+        ]

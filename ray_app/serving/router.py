@@ -51,7 +51,14 @@ def validate_weights(weights: Mapping[str, float], known: list[str]) -> dict[str
     return out
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 0.1},
+    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
+    # keeps its own (and every answer is a reco event).
+    logging_config={"enable_access_log": False},
+)
 class ABRouter:
     """Routes to one :class:`ModelServer` per variant; popularity fallback; MMR re-ranking.
 
@@ -102,7 +109,7 @@ class ABRouter:
 
     # ---- serving ------------------------------------------------------------------------
     async def _call(self, handle: DeploymentHandle, *args: Any) -> Any:
-        resp = handle.recommend.remote(*args)
+        resp = handle.recommend_batch.remote(*args)
         try:
             return await asyncio.wait_for(resp, timeout=self.deadline_s)  # type: ignore[arg-type]
         except TimeoutError:
@@ -111,52 +118,93 @@ class ABRouter:
 
     async def route(self, user_id: str, k: int) -> dict[str, Any]:
         """Answer ``{"items", "variant", "model", "version", "fallback", "reason", ...}``."""
-        variant = assign(user_id, self.salt, self.weights)
-        pool = min(max(2 * k, k), 200)  # extra candidates give the re-ranker room to diversify
-        reason: str | None = None
-        ans: dict[str, Any] | None = None
-        try:
-            ans = await self._call(self.variants[variant], user_id, pool)
-        except TimeoutError:
-            reason = "timeout"
-        except Exception as exc:  # a variant's failure is the fallback's cue, never the user's
-            log.warning("variant %s failed for %s: %r", variant, user_id, exc)
-            reason = "error"
-        if ans is not None and not ans.get("items"):
-            reason = "cannot_score"
-        items: list[str] = list(ans["items"]) if ans and reason is None else []
-        source = ans if reason is None else None
-        if len(items) < pool:
+        return (await self.route_batch([user_id], [k]))[0]
+
+    async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[dict[str, Any]]:
+        """:meth:`route` for a batch of requests (the ingress batches them with ``@serve.batch``).
+
+        Each variant gets one call for all of its users in the batch, under one deadline; the
+        fallback one call for every list that came back short; the re-ranker one call. So a
+        batch costs at most ``variants + 2`` actor calls however many requests it holds, which
+        is what lets the composed graph keep up on few cores.
+        """
+        n = len(user_ids)
+        slots = [assign(u, self.salt, self.weights) for u in user_ids]
+        # extra candidates give the re-ranker room to diversify
+        pools = [min(2 * k, 200) for k in ks]
+        groups: dict[str, list[int]] = collections.defaultdict(list)
+        for i, slot in enumerate(slots):
+            groups[slot].append(i)
+        answers: list[dict[str, Any] | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+
+        async def ask(slot: str, idx: list[int]) -> None:
+            try:
+                got = await self._call(
+                    self.variants[slot], [user_ids[i] for i in idx], [pools[i] for i in idx]
+                )
+                for i, ans in zip(idx, got, strict=True):
+                    answers[i] = ans
+            except TimeoutError:
+                for i in idx:
+                    reasons[i] = "timeout"
+            except Exception as exc:  # a variant's failure is the fallback's cue, never the user's
+                log.warning("variant %s failed for %d users: %r", slot, len(idx), exc)
+                for i in idx:
+                    reasons[i] = "error"
+
+        await asyncio.gather(*(ask(slot, idx) for slot, idx in groups.items()))
+
+        items: list[list[str]] = []
+        sources: list[dict[str, Any] | None] = []
+        for i in range(n):
+            ans = answers[i]
+            if ans is not None and reasons[i] is None and not ans.get("items"):
+                reasons[i] = "cannot_score"
+            ok = ans is not None and reasons[i] is None
+            items.append(list(ans["items"]) if ok and ans else [])
+            sources.append(ans if ok else None)
+        short = [i for i in range(n) if len(items[i]) < pools[i]]
+        if short:
             # Unknown user, failed variant, or too few neighbours: fill with popular unseen items.
             try:
-                fb = await asyncio.wait_for(
-                    self.fallback.recommend.remote(user_id, pool - len(items), items),  # type: ignore[arg-type]
+                fills = await asyncio.wait_for(
+                    self.fallback.recommend_batch.remote(  # type: ignore[arg-type]
+                        [user_ids[i] for i in short],
+                        [pools[i] - len(items[i]) for i in short],
+                        [items[i] for i in short],
+                    ),
                     timeout=max(self.deadline_s, 1.0),
                 )
-                items += fb["items"]
-                if source is None:
-                    source = fb
+                for i, fb in zip(short, fills, strict=True):
+                    items[i] += fb["items"]
+                    if sources[i] is None:
+                        sources[i] = fb
             except Exception:
-                log.exception("fallback failed too for %s", user_id)
-        self.served[variant] += 1
-        if reason is not None:
-            self.fell_back[variant] += 1
-            self.fallbacks.inc(tags={"variant": variant, "reason": reason})
+                log.exception("fallback failed too for %d users", len(short))
+        for slot, reason in zip(slots, reasons, strict=True):
+            self.served[slot] += 1
+            if reason is not None:
+                self.fell_back[slot] += 1
+                self.fallbacks.inc(tags={"variant": slot, "reason": reason})
         try:
-            rr = await self.reranker.rerank.remote(items, k)
-            final = list(rr["items"])
+            reranked = await self.reranker.rerank_batch.remote(items, ks)
+            finals = [list(r["items"]) for r in reranked]
         except Exception:
             log.exception("re-ranker failed; serving relevance order")
-            final = items[:k]
-        return {
-            "items": final,
-            "variant": variant,
-            "model": (source or {}).get("model"),
-            "version": (source or {}).get("version"),
-            "known_user": bool(ans and ans.get("known")),
-            "fallback": reason is not None,
-            "reason": reason,
-        }
+            finals = [it[:k] for it, k in zip(items, ks, strict=True)]
+        return [
+            {
+                "items": finals[i],
+                "variant": slots[i],
+                "model": (sources[i] or {}).get("model"),
+                "version": (sources[i] or {}).get("version"),
+                "known_user": bool(answers[i] and answers[i].get("known")),  # type: ignore[union-attr]
+                "fallback": reasons[i] is not None,
+                "reason": reasons[i],
+            }
+            for i in range(n)
+        ]
 
     # ---- admin --------------------------------------------------------------------------
     async def describe(self) -> list[dict[str, Any]]:
