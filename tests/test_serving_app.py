@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,6 +57,7 @@ def app(
     v1 = reg.register(ItemKNN().fit(_interactions(1))).version
     v2 = reg.register(ItemKNN().fit(_interactions(2))).version
     reg.register(Popularity().fit(_interactions(1)))
+    w1 = reg.register(Popularity().fit(_interactions(1)), name="watched").version
     write_item_metadata(reg, {f"m{i}": [GENRES[i % 5], GENRES[(i // 5) % 5]] for i in range(80)})
     args = ServeArgs(
         registry=str(root),
@@ -64,7 +66,9 @@ def app(
             VariantSpec(name="B", model="popularity", weight=0.3),
             VariantSpec(name="F", model="popularity", weight=0.0, fault_injection={"raise": True}),
             VariantSpec(name="S", model="popularity", weight=0.0, fault_injection={"sleep_s": 3}),
+            VariantSpec(name="W", model="watched", weight=0.0, follow="latest"),
         ],
+        watch_interval_s=0.5,
         deadline_s=0.4,
         kafka_bootstrap_servers=broker,
         reco_topic=RECO_TOPIC,
@@ -78,7 +82,7 @@ def app(
     start_serving(args, "127.0.0.1", port)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
-        yield {"client": client, "reg": reg, "v1": v1, "v2": v2, "broker": broker}
+        yield {"client": client, "reg": reg, "v1": v1, "v2": v2, "w1": w1, "broker": broker}
     finally:
         client.close()
         serve.shutdown()
@@ -143,7 +147,7 @@ def test_admin_auth_401_403_and_openapi(app: dict[str, Any]) -> None:
     assert c.get("/admin/variants", headers={"Authorization": "Bearer wrong"}).status_code == 401
     listed = c.get("/admin/variants", headers=READER)
     assert listed.status_code == 200
-    assert [v["name"] for v in listed.json()["variants"]] == ["A", "B", "F", "S"]
+    assert [v["name"] for v in listed.json()["variants"]] == ["A", "B", "F", "S", "W"]
     assert c.put("/admin/weights", json={"weights": {"A": 1}}, headers=READER).status_code == 403
     assert c.post("/admin/reload", headers=READER).status_code == 403
     assert c.post("/admin/variants/A/model", json={}, headers=READER).status_code == 403
@@ -254,6 +258,46 @@ def test_flipped_byte_switch_refused_old_version_keeps_serving(app: dict[str, An
     try:
         js = c.get("/recommend/u5", params={"format": "json"}).json()
         assert js["model_version"] == v1 and not js["fallback"]
+    finally:
+        _weights(c, {"A": 0.7, "B": 0.3})
+
+
+def _slot(c: httpx.Client, name: str) -> dict[str, Any]:
+    variants = c.get("/admin/variants", headers=READER).json()["variants"]
+    return dict(next(v for v in variants if v["name"] == name))
+
+
+def _wait_for(pred: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_watched_slot_picks_up_new_versions_and_refuses_tampered(
+    app: dict[str, Any], tmp_path: Any
+) -> None:
+    import shutil
+
+    c, reg = app["client"], app["reg"]
+    assert _slot(c, "W")["version"] == app["w1"] and _slot(c, "W")["follow"] == "latest"
+    w2 = reg.register(Popularity().fit(_interactions(2)), name="watched").version
+    _wait_for(lambda: _slot(c, "W")["version"] == w2)
+    # A tampered version, moved in whole so the watcher can't see it half-written.
+    side = Registry(tmp_path / "side", reg.signing)
+    bad = side.register(Popularity().fit(_interactions(3)), name="watched")
+    target = next((bad.path / "artifact").iterdir())
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    shutil.move(str(bad.path), str(Path(reg.uri) / "watched" / bad.version))
+    _wait_for(lambda: bad.version in (_slot(c, "W")["watch"]["refused"]))
+    slot = _slot(c, "W")
+    assert slot["version"] == w2 and target.name in slot["watch"]["refused"][bad.version]
+    _weights(c, {"W": 1.0})
+    try:
+        js = c.get("/recommend/u7", params={"format": "json"}).json()
+        assert js["variant"] == "W" and js["model_version"] == w2 and not js["fallback"]
     finally:
         _weights(c, {"A": 0.7, "B": 0.3})
 

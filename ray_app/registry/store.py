@@ -28,6 +28,7 @@ from ray_app.registry.signing import SignatureError, SigningConfig, sign, verify
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
+ALIASES = "_aliases.json"  # per model, beside the signed (immutable) version directories
 
 
 def _sha256(path: Path) -> str:
@@ -157,6 +158,35 @@ class Registry:
     def latest(self, name: str) -> str | None:
         vs = self.versions(name)
         return vs[-1] if vs else None
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Alias → version for ``name`` (e.g. ``production``, set when retraining promotes)."""
+        path = self._path(name, ALIASES)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return {}
+        with self.fs.open_input_stream(path) as fh:
+            return dict(json.loads(fh.read()))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` of ``name`` at ``version`` (the version must exist)."""
+        if alias == "latest":
+            raise ValueError("'latest' is not an alias: it always means the newest version")
+        if version not in self.versions(name):
+            raise ValueError(f"{name} has no version {version!r}; versions: {self.versions(name)}")
+        current = self.aliases(name)
+        current[alias] = version
+        self.fs.create_dir(self._path(name), recursive=True)
+        # Write then move, so a watching server never reads half a file.
+        tmp = self._path(name, f".{ALIASES}.tmp")
+        with self.fs.open_output_stream(tmp) as fh:
+            fh.write(json.dumps(current, indent=2, sort_keys=True).encode())
+        self.fs.move(tmp, self._path(name, ALIASES))
+
+    def resolve(self, name: str, ref: str) -> str | None:
+        """The version ``ref`` names: ``latest`` or an alias; None when it names nothing yet."""
+        if ref == "latest":
+            return self.latest(name)
+        return self.aliases(name).get(ref)
 
     def read_manifest(self, name: str, version: str) -> dict[str, Any]:
         """The manifest (unverified: for listing only, never for loading)."""

@@ -48,22 +48,12 @@ def events(reg: Registry, name: str, version: str) -> list[dict[str, Any]]:
 
 def aliases(reg: Registry, name: str) -> dict[str, str]:
     """Alias → version (e.g. ``production``)."""
-    path = _path(reg, name, "_aliases.json")
-    if reg.fs.get_file_info(path).type != pafs.FileType.File:
-        return {}
-    with reg.fs.open_input_stream(path) as fh:
-        return dict(json.loads(fh.read()))
+    return reg.aliases(name)
 
 
 def set_alias(reg: Registry, name: str, alias: str, version: str) -> None:
     """Point ``alias`` of ``name`` at ``version`` (the version must exist)."""
-    if version not in reg.versions(name):
-        raise ValueError(f"{name} has no version {version!r}; versions: {reg.versions(name)}")
-    current = aliases(reg, name)
-    current[alias] = version
-    reg.fs.create_dir(_path(reg, name), recursive=True)
-    with reg.fs.open_output_stream(_path(reg, name, "_aliases.json")) as fh:
-        fh.write(json.dumps(current, indent=2, sort_keys=True).encode())
+    reg.set_alias(name, alias, version)
 
 
 def local_root(reg: Registry) -> Path | None:

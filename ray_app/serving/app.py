@@ -29,8 +29,13 @@ def build_app(args: dict[str, Any] | ServeArgs | None = None) -> Application:
     signing = a.signing
     variants = {
         v.name: _MODEL.options(
-            name=f"variant-{v.name}", user_config={"fault_injection": dict(v.fault_injection)}
-        ).bind(a.registry, v.model, v.version, signing)
+            name=f"variant-{v.name}",
+            user_config={
+                "fault_injection": dict(v.fault_injection),
+                "follow": v.follow,
+                "watch_interval_s": a.watch_interval_s,
+            },
+        ).bind(a.registry, v.model, v.version, signing, v.follow)
         for v in a.variants
     }
     fallback = _MODEL.options(name="fallback").bind(a.registry, a.fallback_model, None, signing)

@@ -20,7 +20,11 @@ class VariantSpec(BaseModel):
     model: str = "itemknn"
     """Registry model name served by this slot."""
     version: str | None = None
-    """Pinned registry version; None follows the latest (``POST /admin/reload`` picks it up)."""
+    """Version to start with; None starts with the latest (or with ``follow``'s target)."""
+    follow: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    """``latest`` or a registry alias (``production``, set when retraining promotes) that this
+    slot switches to whenever it moves, polled every ``watch_interval_s``; None = only
+    ``/admin`` switches and ``POST /admin/reload`` change the version."""
     weight: float = Field(default=1.0, ge=0.0)
     """Relative share of users assigned to this slot."""
     fault_injection: dict[str, float | bool] = Field(default_factory=dict)
@@ -60,6 +64,8 @@ class ServeArgs(BaseModel):
     default_k: int = Field(default=20, ge=1, le=100)
     deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
     """Per-call deadline for a variant; past it the fallback answers."""
+    watch_interval_s: float = Field(default=30.0, ge=0.0)
+    """Seconds between registry polls of slots that ``follow`` a reference; 0 = no watching."""
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     """Most requests the ingress hands the router in one call."""
     max_batches_in_flight: int = Field(default=2, ge=1, le=64)

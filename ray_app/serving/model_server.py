@@ -11,6 +11,7 @@ from ray import serve
 
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry
+from ray_app.serving.watch import RegistryWatcher
 
 log = logging.getLogger("ray.serve")
 
@@ -30,19 +31,36 @@ class ModelServer:
 
     * ``version``: switch to this registry version without a restart; a version that fails
       verification or loading leaves the current one serving.
+    * ``follow``: ``latest``, an alias such as ``production``, or null; with
+      ``watch_interval_s`` > 0 the slot polls the registry and switches (after verification)
+      when that reference moves. See :mod:`ray_app.serving.watch`.
+    * ``watch_interval_s``: seconds between registry polls; 0 turns watching off.
     * ``fault_injection`` (test-only, off by default): ``{"raise": true}`` makes every
       ``recommend`` raise, ``{"sleep_s": 2.0}`` delays it — used to prove the router's fallback.
     """
 
     def __init__(
-        self, registry: str, name: str, version: str | None, signing: SigningConfig
+        self,
+        registry: str,
+        name: str,
+        version: str | None,
+        signing: SigningConfig,
+        follow: str | None = None,
     ) -> None:
         self.registry = Registry(registry, signing)
         self.name = name
         self.fault: dict[str, Any] = {}
+        self.follow = follow
         # Loading runs in a worker thread on switch; the lock keeps (model, version) consistent.
         self._lock = threading.Lock()
+        if version is None and follow and follow != "latest":
+            version = self.registry.resolve(name, follow)  # e.g. production; None = latest
         self.model, self.version = self._load(version)
+        self.watcher = RegistryWatcher(self._followed, lambda: self.version.version, self._swap)
+
+    def _followed(self) -> tuple[str, str | None]:
+        name, follow = self.name, self.follow
+        return name, self.registry.resolve(name, follow) if follow else None
 
     def _load(self, version: str | None) -> tuple[Any, Any]:
         model, mv = self.registry.load(self.name, version)
@@ -50,8 +68,14 @@ class ModelServer:
         return model, mv
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply ``version`` / ``fault_injection`` from ``user_config``."""
+        """Apply ``version`` / ``follow`` / ``watch_interval_s`` / ``fault_injection``."""
         self.fault = dict(user_config.get("fault_injection") or {})
+        if "follow" in user_config and user_config["follow"] != self.follow:
+            self.follow = user_config["follow"]
+            self.watcher.rebase()
+        self.watcher.configure(
+            float(user_config.get("watch_interval_s", 0.0)) if self.follow else 0.0
+        )
         want = user_config.get("version")
         if want and want != self.version.version:
             try:
@@ -67,7 +91,10 @@ class ModelServer:
         registry_name = name
         model, mv = self.registry.load(registry_name, version)
         with self._lock:
+            renamed = registry_name != self.name
             self.model, self.version, self.name = model, mv, registry_name
+        if renamed:
+            self.watcher.rebase()  # a different model's versions: start watching afresh
         log.info("switched to %s %s", registry_name, mv.version)
         return self.info()
 
@@ -81,6 +108,8 @@ class ModelServer:
             "model": self.name,
             "version": self.version.version,
             "metrics": self.version.manifest.get("metrics", {}),
+            "follow": self.follow,
+            "watch": self.watcher.state(),
         }
 
     def latest(self) -> str | None:

@@ -223,6 +223,8 @@ class ABRouter:
                     "share": self.weights[name] / total if total else 0.0,
                     "model": info.get("model"),
                     "version": info.get("version"),
+                    "follow": info.get("follow"),
+                    "watch": info.get("watch"),
                     "requests": self.served[name],
                     "fallbacks": self.fell_back[name],
                 }
