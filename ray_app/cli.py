@@ -355,6 +355,14 @@ def serve(
     ray_address: Annotated[
         str | None, typer.Option(help="Existing Ray cluster (default: local).")
     ] = None,
+    haproxy: Annotated[
+        bool,
+        typer.Option(
+            help="Local Ray only: HAProxy instead of Serve's Python proxy (faster; binds "
+            "replica ports on all interfaces). On a cluster set RAY_SERVE_ENABLE_HA_PROXY=1 "
+            "on the nodes."
+        ),
+    ] = False,
 ) -> None:
     """Run the Serve app locally against a registry until Ctrl-C."""
     from ray_app.runtime import init_ray
@@ -364,7 +372,11 @@ def serve(
         args = load_config(ServeArgs, config, registry=registry, model=model)
     except ConfigError as exc:
         _fail(str(exc))
-    dashboard = init_ray(ray_address)
+    if haproxy and ray_address:
+        _fail(
+            "--haproxy starts a local Ray; on a cluster set RAY_SERVE_ENABLE_HA_PROXY=1 on the nodes"
+        )
+    dashboard = init_ray(ray_address, serve_haproxy=haproxy)
     start_serving(args, host, port)
     console.print(
         f"serving on http://{host}:{port}/recommend/<user_id>  (Ray dashboard: {dashboard})"
