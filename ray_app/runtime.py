@@ -21,8 +21,7 @@ def init_ray(
 
     ``serve_haproxy`` starts a local Ray whose Serve puts HAProxy (bundled with ``ray[serve]``)
     in front of the ingress replicas instead of the Python proxy actor: on 2 cores that took
-    closed-loop saturation from 238 to 346 req/s and p99 at 200 req/s from 159 ms to ~40 ms
-    (BENCHMARKS.md). Serve then binds replica ports on all interfaces so HAProxy on other
+    p99 at 200 req/s from 361 to ~70 ms and saturation from ~100 to ~786 req/s (BENCHMARKS.md). Serve then binds replica ports on all interfaces so HAProxy on other
     nodes can reach them, which is why it is opt-in on a laptop. On a cluster set
     ``RAY_SERVE_ENABLE_HA_PROXY=1`` in the nodes' environment instead.
     """

@@ -157,7 +157,7 @@ def test_promotes_a_healthy_model_then_rolls_back_a_broken_one(
     assert v2 and v2 != v1
     now = {v["name"]: v for v in control.variants()}
     assert now["A"]["version"] == v2 and now["canary"]["weight"] == 0.0
-    assert lifecycle.aliases(reg, "itemknn")["production"] == v2
+    assert reg.aliases("itemknn")["production"] == v2
     steps = [e["step"] for e in lifecycle.events(reg, "itemknn", v2)]
     assert steps == [
         "checked_data",
@@ -188,7 +188,7 @@ def test_promotes_a_healthy_model_then_rolls_back_a_broken_one(
     now = {v["name"]: v for v in control.variants()}
     assert now["A"]["version"] == v2, "the control still serves the promoted model"
     assert now["canary"]["weight"] == 0.0
-    assert lifecycle.aliases(reg, "itemknn")["production"] == v2
+    assert reg.aliases("itemknn")["production"] == v2
     assert [e["step"] for e in lifecycle.events(reg, "itemknn", second.version or "")][
         -1
     ] == "rolled_back"

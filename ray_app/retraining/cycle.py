@@ -245,7 +245,7 @@ def run_cycle(
     # ---- promote ---------------------------------------------------------------------------
     control.switch(config.control_variant, name, version)
     control.set_weights(restore)
-    lifecycle.set_alias(reg, name, "production", version)
+    reg.set_alias(name, "production", version)
     step("promoted", version, **judged)
     return CycleResult("promoted", "canary healthy", name, version, metrics, steps)
 

@@ -1,9 +1,9 @@
 """A registry version's lifecycle log, kept beside (not inside) the signed version directory.
 
 A version's manifest is signed and therefore immutable; what happens to the version later
-(gated, canaried, promoted, rolled back) is appended to ``<root>/<model>/_lifecycle/<version>.jsonl``
-and the model's current production version to ``<root>/<model>/_aliases.json``. Both are
-plain files a person can open; ``ray-app registry show`` prints them next to the manifest.
+(gated, canaried, promoted, rolled back) is appended to ``<root>/<model>/_lifecycle/<version>.jsonl``,
+a plain file a person can open. The model's current production version is an alias kept by
+:meth:`Registry.set_alias` in ``<root>/<model>/_aliases.json``.
 """
 
 from __future__ import annotations
@@ -44,16 +44,6 @@ def events(reg: Registry, name: str, version: str) -> list[dict[str, Any]]:
         return []
     with reg.fs.open_input_stream(path) as fh:
         return [json.loads(line) for line in fh.read().decode().splitlines() if line.strip()]
-
-
-def aliases(reg: Registry, name: str) -> dict[str, str]:
-    """Alias → version (e.g. ``production``)."""
-    return reg.aliases(name)
-
-
-def set_alias(reg: Registry, name: str, alias: str, version: str) -> None:
-    """Point ``alias`` of ``name`` at ``version`` (the version must exist)."""
-    reg.set_alias(name, alias, version)
 
 
 def local_root(reg: Registry) -> Path | None:

@@ -14,7 +14,6 @@ Measured with HAProxy mode on 2 cores (BENCHMARKS.md): closed-loop saturation 11
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -44,9 +43,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._freed: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.items = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # asyncio keeps only weak refs to tasks
 
     def configure(
         self, max_batch_size: int | None = None, max_in_flight: int | None = None
@@ -95,8 +92,6 @@ class AdaptiveBatcher(Generic[T, R]):
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]], freed: asyncio.Event) -> None:
-        self.batches += 1
-        self.items += len(batch)
         try:
             results = await self._handle([it for it, _ in batch])
             if len(results) != len(batch):
@@ -117,10 +112,3 @@ class AdaptiveBatcher(Generic[T, R]):
         finally:
             self._in_flight -= 1
             freed.set()
-
-    async def aclose(self) -> None:
-        """Stop forming batches (running ones finish)."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker

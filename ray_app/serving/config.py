@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ray_app.registry.signing import SigningConfig
+
+INTERNAL_DEPLOYMENT: dict[str, Any] = {
+    "num_replicas": 1,
+    "max_ongoing_requests": 256,
+    "ray_actor_options": {"num_cpus": 0.1},
+    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
+    # keeps its own (and every answer is a reco event).
+    "logging_config": {"enable_access_log": False},
+}
+"""``@serve.deployment`` options shared by the router, the model servers and the re-ranker."""
 
 
 class VariantSpec(BaseModel):

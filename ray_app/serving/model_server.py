@@ -11,19 +11,13 @@ from ray import serve
 
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry
+from ray_app.serving.config import INTERNAL_DEPLOYMENT
 from ray_app.serving.watch import RegistryWatcher
 
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=256,
-    ray_actor_options={"num_cpus": 0.1},
-    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
-    # keeps its own (and every answer is a reco event).
-    logging_config={"enable_access_log": False},
-)
+@serve.deployment(**INTERNAL_DEPLOYMENT)
 class ModelServer:
     """Loads a verified registry version and answers top-k requests.
 

@@ -11,6 +11,7 @@ from ray import serve
 
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry, read_item_metadata
+from ray_app.serving.config import INTERNAL_DEPLOYMENT
 
 log = logging.getLogger("ray.serve")
 
@@ -98,14 +99,7 @@ class GenreIndex:
         return picked
 
 
-@serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=256,
-    ray_actor_options={"num_cpus": 0.1},
-    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
-    # keeps its own (and every answer is a reco event).
-    logging_config={"enable_access_log": False},
-)
+@serve.deployment(**INTERNAL_DEPLOYMENT)
 class ReRanker:
     """MMR re-ranking with ``diversity`` from ``user_config``; genres from the registry.
 
@@ -133,14 +127,10 @@ class ReRanker:
         self.diversity = min(max(d, 0.0), 1.0)
         self._reload_genres()
 
-    async def rerank(self, items: list[str], k: int) -> dict[str, Any]:
-        """``{"items": top-k after MMR, "diversity": weight used}``."""
-        return (await self.rerank_batch([items], [k]))[0]
-
     # async although it never awaits: Serve runs a sync method on a worker thread, and the
     # thread hand-off cost more than the sub-millisecond MMR itself (profiled under load).
     async def rerank_batch(self, lists: list[list[str]], ks: list[int]) -> list[dict[str, Any]]:
-        """:meth:`rerank` for a batch of candidate lists in one actor call."""
+        """``{"items": top-k after MMR, "diversity": weight used}`` per list, in one actor call."""
         d, index = self.diversity, self.index
         return [
             {"items": index.mmr(items, k, d), "diversity": d}

@@ -14,6 +14,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
+from ray_app.serving.config import INTERNAL_DEPLOYMENT
+
 log = logging.getLogger("ray.serve")
 
 
@@ -51,14 +53,7 @@ def validate_weights(weights: Mapping[str, float], known: list[str]) -> dict[str
     return out
 
 
-@serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=256,
-    ray_actor_options={"num_cpus": 0.1},
-    # Internal hops: a per-call access log line cost measurable CPU under load; the ingress
-    # keeps its own (and every answer is a reco event).
-    logging_config={"enable_access_log": False},
-)
+@serve.deployment(**INTERNAL_DEPLOYMENT)
 class ABRouter:
     """Routes to one :class:`ModelServer` per variant; popularity fallback; MMR re-ranking.
 
@@ -116,12 +111,9 @@ class ABRouter:
             resp.cancel()  # free the replica's slot; the answer comes from the fallback
             raise
 
-    async def route(self, user_id: str, k: int) -> dict[str, Any]:
-        """Answer ``{"items", "variant", "model", "version", "fallback", "reason", ...}``."""
-        return (await self.route_batch([user_id], [k]))[0]
-
     async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[dict[str, Any]]:
-        """:meth:`route` for a batch of requests (the ingress batches them with ``@serve.batch``).
+        """One answer per request, in order: ``{"items", "variant", "model", "version",
+        "known_user", "fallback", "reason"}`` (the ingress's ``AdaptiveBatcher`` forms batches).
 
         Each variant gets one call for all of its users in the batch, under one deadline; the
         fallback one call for every list that came back short; the re-ranker one call. So a
