@@ -261,7 +261,7 @@ def snapshots_compact(
     ] = None,
 ) -> None:
     """Merge small files of closed dates, keeping the exactly-once naming."""
-    from ray_app.ingest.snapshots import compact
+    from ray_app.snapshots.protocol import compact
 
     r = compact(snapshot_dir, closed_before)
     console.print(
@@ -276,7 +276,8 @@ def snapshots_stats(
     ),
 ) -> None:
     """Committed batches, files, rows and dead letters per topic-partition."""
-    from ray_app.ingest.snapshots import committed_batches, snapshot_files
+    from ray_app.snapshots.protocol import committed_batches
+    from ray_app.snapshots.read import snapshot_files
 
     table = Table("topic", "partition", "batches", "first offset", "last offset")
     per: dict[tuple[str, int], list[Any]] = {}

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from ray_app.commands.loop import register
 from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import Event, RateEvent, RecoEvent, WatchEvent
-from ray_app.ingest.snapshots import BatchId, write_batch
+from ray_app.snapshots.protocol import BatchId, write_batch
 
 
 @pytest.fixture()

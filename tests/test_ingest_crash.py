@@ -17,7 +17,7 @@ import yaml
 from kafka import KafkaProducer
 
 from ray_app.broker.embedded import ensure_topics
-from ray_app.ingest.snapshots import committed_batches
+from ray_app.snapshots.protocol import committed_batches
 
 pytestmark = pytest.mark.integration
 

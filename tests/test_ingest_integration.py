@@ -155,7 +155,7 @@ def test_quiet_topic_lands_within_the_delay_and_dead_letters_reach_the_dlq(
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from ray_app.ingest.snapshots import committed_batches
+    from ray_app.snapshots.protocol import committed_batches
 
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     topic, dlq = f"quiet-{tag}", f"dlq-{tag}"

@@ -9,10 +9,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ray_app.evaluation.online import attribute, conversion_table, parse_server, run_online_eval
+from ray_app.evaluation.online import attribute, conversion_table, run_online_eval
+from ray_app.events.reco import parse_server_column
 from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import RecoEvent, WatchEvent
-from ray_app.ingest.snapshots import BatchId, write_batch
+from ray_app.snapshots.protocol import BatchId, write_batch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,7 +67,7 @@ def test_longer_window_catches_late_watch() -> None:
 
 
 def test_parse_server() -> None:
-    got = parse_server(pd.Series(["A@itemknn:3", "canary@two_tower:2026-01-01", "srv-1", None]))
+    got = parse_server_column(pd.Series(["A@itemknn:3", "canary@two_tower:2026-01-01", "srv-1", None]))
     assert got.values.tolist() == [
         ["A", "itemknn", "3"],
         ["canary", "two_tower", "2026-01-01"],

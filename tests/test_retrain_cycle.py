@@ -21,7 +21,6 @@ import pytest
 
 from ray_app.broker.embedded import free_port
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
-from ray_app.ingest.snapshots import BatchId, write_batch
 from ray_app.models.itemknn import ItemKNN
 from ray_app.registry.store import Registry
 from ray_app.retraining import lifecycle
@@ -29,6 +28,7 @@ from ray_app.retraining.control import HttpServiceControl
 from ray_app.retraining.cycle import RetrainConfig, run_cycle
 from ray_app.serving.config import ApiKey, ServeArgs, VariantSpec
 from ray_app.serving.security import token_hash
+from ray_app.snapshots.protocol import BatchId, write_batch
 from ray_app.training.job import ModelSpec, TrainConfig, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,12 +13,12 @@ import pytest
 
 from ray_app.events.line_dialect import parse_line_batch
 from ray_app.experiments.report import ExperimentConfig, report_from_snapshots
-from ray_app.ingest.snapshots import BatchId, write_batch
 from ray_app.models.base import Interactions
 from ray_app.models.itemknn import ItemKNN, ItemKNNConfig
 from ray_app.models.popularity import Popularity
 from ray_app.simulation.run import ListSink, SimulationConfig, simulate
 from ray_app.simulation.users import Population, UserBehaviourConfig, build_population
+from ray_app.snapshots.protocol import BatchId, write_batch
 
 pytestmark = pytest.mark.realdata
 

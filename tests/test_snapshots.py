@@ -12,15 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
-from ray_app.ingest.snapshots import (
+from ray_app.snapshots.protocol import (
     BatchId,
     committed_batches,
     compact,
     next_offsets,
     recover,
-    snapshot_files,
     write_batch,
 )
+from ray_app.snapshots.read import snapshot_files
 
 
 def _rows(offsets: list[int], kinds: list[str], days: list[int]) -> pa.Table:

@@ -11,7 +11,7 @@ bias whichever variant got traffic last.
 
 The variant and model version come from the reco line's ``<server>`` field, written
 ``<variant>@<model>:<version>`` by the serving app and the simulator (see
-:func:`parse_server`); a plain server name gives variant = that name, model/version
+:func:`ray_app.events.reco.parse_server`); a plain server name gives variant = that name, model/version
 ``unknown``.
 
 Everything is vectorised: one explode, one ``merge_asof`` (per user and movie, forward in
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,46 +29,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
 
-from ray_app.ingest.snapshots import snapshot_files
+from ray_app.events.reco import parse_server_column
+from ray_app.snapshots.read import load_snapshot_events
 
 log = logging.getLogger(__name__)
 
 GROUP_KEYS = ["variant", "model", "version"]
-_SERVER_RE = r"^(?P<variant>[^@]*)@(?P<model>[^:]*):(?P<version>.*)$"
-
-
-def load_snapshot_events(
-    snapshot_dir: Path | str,
-    kinds: Sequence[str] = ("watch", "rate", "reco"),
-    columns: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Durable snapshot rows of the given kinds as one frame (empty frame if there are none)."""
-    root = Path(snapshot_dir)
-    files = [p for p in snapshot_files(root) if any(f"kind={k}" in p.parts for k in kinds)]
-    cols = list(columns) if columns is not None else None
-    if not files:
-        return pd.DataFrame(columns=cols or ["kind", "user_id", "movie_id", "ts"])
-    tables = [pq.read_table(p, columns=cols) for p in files]
-    table = pa.concat_tables(tables, promote_options="default")
-    if "kind" in table.column_names:
-        table = table.filter(pc.is_in(table["kind"], pa.array(list(kinds))))
-    return table.to_pandas()
-
-
-def parse_server(server: pd.Series) -> pd.DataFrame:
-    """``<variant>@<model>:<version>`` → columns variant, model, version (vectorised)."""
-    s = server.fillna("").astype(str)
-    parts = s.str.extract(_SERVER_RE)
-    plain = parts["variant"].isna()
-    parts.loc[plain, "variant"] = s[plain].where(s[plain] != "", "unknown")
-    parts[["model", "version"]] = parts[["model", "version"]].fillna("unknown")
-    parts.loc[parts["variant"] == "", "variant"] = "unknown"
-    return parts
 
 
 def attribute(events: pd.DataFrame, window: timedelta) -> pd.DataFrame:
@@ -90,7 +57,7 @@ def attribute(events: pd.DataFrame, window: timedelta) -> pd.DataFrame:
     reco = events[(events["kind"] == "reco") & (events["status"].fillna(0) == 200)]
     reco = reco.assign(ts=pd.to_datetime(reco["ts"], utc=True)).reset_index(drop=True)
     reco["reco_id"] = np.arange(len(reco), dtype=np.int64)
-    reco = pd.concat([reco, parse_server(reco["server"])], axis=1)
+    reco = pd.concat([reco, parse_server_column(reco["server"])], axis=1)
     reco["n_items"] = reco["items"].map(lambda x: 0 if x is None else len(x)).astype(np.int64)
 
     watch = events[events["kind"] == "watch"]

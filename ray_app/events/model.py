@@ -67,6 +67,12 @@ class RecoEvent:
     status: int
     items: list[str]
     latency_ms: float
+    request_id: str | None = None
+    """Schema v2: the service's request id (``X-Request-Id``), to trace one answer."""
+    ab_variant: str | None = None
+    """Schema v2: the A/B slot that answered (also inside ``server``, for old readers)."""
+    model_version: str | None = None
+    """Schema v2: the registry version of the model that answered."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", _as_utc(self.ts))

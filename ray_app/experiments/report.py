@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ray_app.evaluation.online import attribute, load_snapshot_events
+from ray_app.evaluation.online import attribute
 from ray_app.experiments.stats import (
     cohens_h,
     required_sample_size,
@@ -31,6 +31,7 @@ from ray_app.experiments.stats import (
     two_proportion_ztest,
     wilson_interval,
 )
+from ray_app.snapshots.read import load_snapshot_events
 
 
 class ExperimentConfig(BaseModel):

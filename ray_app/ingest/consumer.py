@@ -1,6 +1,6 @@
 """The snapshot consumer: Kafka records → parsed, validated Parquet batches, exactly once.
 
-See :mod:`ray_app.ingest.snapshots` for the file protocol. This module owns the consumer loop:
+See :mod:`ray_app.snapshots.protocol` for the file protocol. This module owns the consumer loop:
 per-partition buffers flushed by count, bytes or age; offsets committed only after a batch's
 marker is durable; a rebalance flushes partitions before they are revoked; SIGTERM/SIGINT (via
 ``stop``) flush everything and commit before exit.
@@ -24,7 +24,7 @@ from ray_app.events.batch import ParsedBatch
 from ray_app.events.line_dialect import parse_line_batch
 from ray_app.ingest.config import IngestConfig
 from ray_app.ingest.metrics import IngestMetrics
-from ray_app.ingest.snapshots import BatchId, next_offsets, recover, write_batch
+from ray_app.snapshots.protocol import BatchId, next_offsets, recover, write_batch
 
 log = logging.getLogger(__name__)
 

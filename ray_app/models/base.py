@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,23 @@ class ModelConfig(BaseModel):
 
 
 C = TypeVar("C", bound=ModelConfig)
+
+Feedback = Literal["binary", "weighted"]
+"""How a model reads interaction weights: every stored entry as 1, or the weight itself."""
+
+
+def feedback_matrix(matrix: sp.csr_matrix, feedback: Feedback) -> sp.csr_matrix:
+    """The user x item matrix a model learns from: all stored entries set to 1, or the weights.
+
+    ``binary`` keeps explicit zero-weight entries as 1 on purpose: an interaction was recorded,
+    so the user has seen the item.
+    """
+    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    if feedback == "binary":
+        m.data[:] = 1.0
+    elif feedback != "weighted":
+        raise ValueError(f"feedback must be 'binary' or 'weighted', got {feedback!r}")
+    return m
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,11 @@ class Recommender(ABC, Generic[C]):
     @property
     def is_fitted(self) -> bool:
         return self.interactions_ is not None
+
+    @property
+    def interactions(self) -> Interactions:
+        """The interactions the model was fitted on (its user and item id universe)."""
+        return self._require_fitted()
 
     def _require_fitted(self) -> Interactions:
         if self.interactions_ is None:
@@ -276,6 +298,44 @@ class Recommender(ABC, Generic[C]):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore from :meth:`_state`'s arrays."""
+
+
+# ---- capabilities -----------------------------------------------------------------------------
+# A capability is declared by inheriting its class, and callers test for it with isinstance:
+# never by model name, getattr or hasattr. Each has a contract-test mixin in tests/model_contract.py.
+
+EpochCallback = Callable[[int, dict[str, float], Any], None]
+"""``(epoch, training metrics, the model usable at that epoch's weights)``."""
+
+
+class ColdStart(ABC):
+    """Capability: scores users the model never saw, from their profile features alone."""
+
+    @abstractmethod
+    def recommend_cold(
+        self, user_features: pd.DataFrame, k: int = 10, exclude_seen: bool = True
+    ) -> Recommendations:
+        """Top-``k`` for users described by ``user_id`` (optional) and feature columns; every
+        row comes back ``known=True``."""
+
+
+class EpochTrainable(ABC):
+    """Capability: training runs in epochs and can report after each one, so Ray Tune's ASHA
+    can stop a poor trial early."""
+
+    @abstractmethod
+    def fit_with_epochs(self, interactions: Interactions, on_epoch: EpochCallback) -> Self:
+        """:meth:`Recommender.fit`, calling ``on_epoch`` after every epoch with the model
+        already usable (``recommend``, ``rank_items``) at that epoch's weights."""
+
+
+class FallbackRanker(ABC):
+    """Capability: one ranking that answers for any user, including ids the model never saw
+    (what serving falls back to when a variant cannot answer)."""
+
+    @abstractmethod
+    def top_items(self, k: int, exclude: Collection[str] | None = None) -> list[str]:
+        """The ``k`` best item ids not in ``exclude``, best first."""
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:

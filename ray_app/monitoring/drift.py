@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from ray_app.evaluation.online import load_snapshot_events
+from ray_app.snapshots.read import load_snapshot_events
 
 FEATURES = ("rating", "user_activity", "item_popularity")
 

@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ray_app.ingest.snapshots import committed_batches, snapshot_files
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry
 from ray_app.retraining import lifecycle
 from ray_app.retraining.control import ServiceControl, SwitchRefused
+from ray_app.snapshots.protocol import committed_batches
+from ray_app.snapshots.read import snapshot_files
 from ray_app.training.interactions import FeedbackConfig, read_interactions
 from ray_app.training.job import ModelSpec, _fit_and_evaluate
 

@@ -12,9 +12,10 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ray_app.ingest.snapshots import committed_batches, snapshot_files
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import ModelVersion, Registry
+from ray_app.snapshots.protocol import committed_batches
+from ray_app.snapshots.read import snapshot_files
 from ray_app.training.interactions import FeedbackConfig, read_interactions
 
 log = logging.getLogger(__name__)

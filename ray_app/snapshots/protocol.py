@@ -195,7 +195,7 @@ def recover(root: Path, partitions: set[tuple[str, int]] | None = None) -> list[
 
 def _recover_locked(root: Path, partitions: set[tuple[str, int]] | None) -> list[Path]:
     removed: list[Path] = finish_compactions(root)
-    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
+    durable = {b.stem for b in committed_batches(root)} | compacted_stems(root)
     for sub in (events_dir(root), dead_letter_dir(root), commits_dir(root)):
         if not sub.exists():
             continue
@@ -213,15 +213,6 @@ def _recover_locked(root: Path, partitions: set[tuple[str, int]] | None) -> list
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
-
-
-def snapshot_files(root: Path) -> list[Path]:
-    """Durable snapshot Parquet files (events only), sorted by name."""
-    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
-    d = events_dir(root)
-    if not d.exists():
-        return []
-    return sorted(p for p in d.rglob("*.parquet") if p.stem in durable)
 
 
 # ---- compaction ------------------------------------------------------------------------------
@@ -246,7 +237,7 @@ def _compaction_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _compacted_stems(root: Path) -> set[str]:
+def compacted_stems(root: Path) -> set[str]:
     d = compactions_dir(root)
     if not d.exists():
         return set()
@@ -289,7 +280,7 @@ def _compact_locked(root: Path, closed_before: str | None, min_files: int) -> Co
     if not edir.exists():
         return CompactionResult(0, 0, 0, 0)
     finish_compactions(root)
-    durable = {b.stem for b in committed_batches(root)} | _compacted_stems(root)
+    durable = {b.stem for b in committed_batches(root)} | compacted_stems(root)
     groups: dict[tuple[Path, str, int], list[Path]] = {}
     dates: set[str] = set()
     for p in edir.glob("kind=*/date=*/*.parquet"):
