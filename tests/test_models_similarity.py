@@ -1,4 +1,5 @@
-"""The blocked, symmetric, threaded k-NN kernel against a dense brute-force reference."""
+"""The blocked, symmetric, threaded k-NN kernel and the top-k selectors against dense
+brute-force references."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import ray_app.models.similarity as sim
-from ray_app.models.similarity import knn_similarity, top_k_exact
+import ray_app.models.knn as knn
+from ray_app.models.knn import knn_similarity
+from ray_app.models.topk import top_k_exact
 
 
 def reference(x: np.ndarray, k: int, shrinkage: float = 0.0, floor: float = 0.0) -> np.ndarray:
@@ -66,7 +68,7 @@ def test_public_fallback_without_private_kernels(monkeypatch: pytest.MonkeyPatch
     rng = np.random.default_rng(6)
     x = sp.csr_matrix((rng.random((50, 80)) < 0.15).astype(np.float32))
     fast = knn_similarity(x, k=5, block_size=8)
-    monkeypatch.setattr(sim, "_st", None)
+    monkeypatch.setattr(knn, "_st", None)
     assert (knn_similarity(x, k=5, block_size=8) != fast).nnz == 0
 
 

@@ -43,7 +43,7 @@ def evaluate(
             raise ValueError(
                 f"test_frame has no column {col!r}; columns are {list(test_frame.columns)}"
             )
-    fitted = model._require_fitted()
+    fitted = model.interactions
     users = test_frame[user_col].astype(str).to_numpy()
     items = test_frame[item_col].astype(str).to_numpy()
     test_users, user_codes = np.unique(users, return_inverse=True)

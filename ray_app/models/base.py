@@ -22,6 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
+from ray_app.models.topk import top_k_indices
+
 
 class ModelConfig(BaseModel):
     """Base for per-model pydantic configs: unknown keys are errors, not silently ignored."""
@@ -131,15 +133,6 @@ class Recommendations:
     scores: list[list[float]]
     known: list[bool] = field(default_factory=list)
 
-    def to_frame(self) -> pd.DataFrame:
-        """Long format: user_id, rank (1..k), item_id, score."""
-        rows: list[tuple[str, int, str, float]] = []
-        for u, its, scs in zip(self.user_ids, self.items, self.scores, strict=True):
-            rows.extend(
-                (u, r + 1, i, float(s)) for r, (i, s) in enumerate(zip(its, scs, strict=True))
-            )
-        return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
-
 
 class Recommender(ABC, Generic[C]):
     """Base class: a pydantic config, ``fit``, batched ``recommend``, ``save``/``load``."""
@@ -155,10 +148,6 @@ class Recommender(ABC, Generic[C]):
     @abstractmethod
     def fit(self, interactions: Interactions) -> Self:
         """Learn from interactions; returns self."""
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.interactions_ is not None
 
     @property
     def interactions(self) -> Interactions:
@@ -336,17 +325,3 @@ class FallbackRanker(ABC):
     @abstractmethod
     def top_items(self, k: int, exclude: Collection[str] | None = None) -> list[str]:
         """The ``k`` best item ids not in ``exclude``, best first."""
-
-
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k largest values per row, sorted best first (ties: lower index)."""
-    n = scores.shape[1]
-    k = min(k, n)
-    if k == n:
-        part = np.broadcast_to(np.arange(n), scores.shape).copy()
-    else:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    # lexsort: primary key descending score, secondary ascending index, for determinism
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)

@@ -18,15 +18,16 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
-from ray_app.models.base import Interactions, ModelConfig, Recommender
-from ray_app.models.similarity import Feedback, feedback_matrix
+from ray_app.config import ConfigError
+from ray_app.models.base import Feedback, Interactions, ModelConfig, Recommender, feedback_matrix
 
 
 class EASEConfig(ModelConfig):
     """Configuration for :class:`EASE`."""
 
     l2: float = Field(default=400.0, gt=0.0)
-    """λ, the L2 penalty on ``B``; 250-500 suits MovieLens-100K, larger data wants more."""
+    """λ, the L2 penalty on ``B``. The default is the best known on MovieLens-100K (see
+    BENCHMARKS.md); larger data wants more."""
     feedback: Feedback = "binary"
     """``binary``: every interaction counts 1; ``weighted``: use the interaction weights."""
     max_items: int = Field(default=30_000, ge=1)
@@ -50,9 +51,9 @@ class EASE(Recommender[EASEConfig]):
         n = interactions.n_items
         if n > cfg.max_items:
             gib = 8 * n * n / 2**30
-            raise ValueError(
+            raise ConfigError(
                 f"EASE needs a dense {n} x {n} item matrix (~{gib:.1f} GiB) but "
-                f"EASEConfig.max_items is {cfg.max_items}; raise max_items if the memory is "
+                f"ease max_items is {cfg.max_items}: raise max_items if the memory is "
                 "there, or use 'itemknn', which stays sparse"
             )
         x = feedback_matrix(interactions.matrix, cfg.feedback).astype(np.float64)

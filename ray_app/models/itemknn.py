@@ -10,46 +10,29 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from ray_app.models.base import Interactions, ModelConfig, Recommender
-from ray_app.models.similarity import (
-    Feedback,
-    Similarity,
+from ray_app.models.base import Interactions, Recommender, feedback_matrix
+from ray_app.models.knn import (
+    KNNConfig,
     csr_from_state,
     csr_state,
-    feedback_matrix,
-    knn_similarity,
+    knn_for_config,
     resolve_threads,
-    segment_top_k,
     sparse_product_csr,
 )
+from ray_app.models.topk import segment_top_k
 
 
-class ItemKNNConfig(ModelConfig):
-    """Configuration for :class:`ItemKNN`."""
+class ItemKNNConfig(KNNConfig):
+    """Configuration for :class:`ItemKNN`; the shared neighbourhood fields are in
+    :class:`~ray_app.models.knn.KNNConfig`."""
 
     k: int = Field(default=100, ge=1)
     """Neighbours kept per target item (column pruning of the similarity matrix)."""
-    shrinkage: float = Field(default=0.0, ge=0.0)
-    """Added to the cosine denominator; damps similarities supported by few co-occurrences."""
-    similarity: Similarity = "cosine"
-    """``cosine``, ``tfidf`` (cosine on TF-IDF weighted item vectors) or ``bm25`` (dot product on
-    BM25 weighted item vectors)."""
-    min_similarity: float = Field(default=0.0, ge=0.0)
-    """Similarities at or below this are dropped before pruning."""
-    feedback: Feedback = "binary"
-    """``binary``: every interaction counts 1; ``weighted``: use the interaction weights."""
-    block_size: int = Field(default=1024, ge=1)
-    """Items per block when computing similarities; bounds peak memory."""
-    bm25_k1: float = Field(default=1.2, gt=0.0)
-    """BM25 term-saturation parameter (only for ``similarity='bm25'``)."""
-    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)
-    """BM25 length-normalisation parameter (only for ``similarity='bm25'``)."""
     pruning: Literal["column", "row"] = "column"
     """``column``: each target item keeps its ``k`` most similar items of the history
     (Deshpande & Karypis; LensKit's default); ``row``: each history item votes for its ``k``
     most similar items (``implicit``'s ItemItemRecommender). Same fit; ``row`` scores faster
-    (exactly ``k`` candidates per history item) but ranks worse: MovieLens-100K NDCG@10
-    0.249 vs 0.291 at ``k=100`` (per-user random split, seed 0)."""
+    (exactly ``k`` candidates per history item) but ranks worse; BENCHMARKS.md has both."""
     num_threads: int = Field(default=0, ge=0)
     """Threads for fitting and batch ranking; 0 uses every core this process may run on."""
 
@@ -75,17 +58,7 @@ class ItemKNN(Recommender[ItemKNNConfig]):
         cfg = self.config
         x = feedback_matrix(interactions.matrix, cfg.feedback)
         # Row t of w = the k nearest source items of target item t; scoring wants source rows.
-        w = knn_similarity(
-            x.T.tocsr(),
-            k=cfg.k,
-            similarity=cfg.similarity,
-            shrinkage=cfg.shrinkage,
-            min_similarity=cfg.min_similarity,
-            block_size=cfg.block_size,
-            bm25_k1=cfg.bm25_k1,
-            bm25_b=cfg.bm25_b,
-            num_threads=cfg.num_threads,
-        )
+        w = knn_for_config(x.T.tocsr(), cfg, cfg.num_threads)
         # Scoring wants S[source, target]; w's rows are targets (column pruning) or, used as is,
         # sources with their own k nearest (row pruning); cosine, tf-idf and bm25 are symmetric.
         self.similarity_ = w.T.tocsr() if cfg.pruning == "column" else w
@@ -100,13 +73,6 @@ class ItemKNN(Recommender[ItemKNNConfig]):
             self._x = feedback_matrix(inter.matrix, self.config.feedback)
         assert self.similarity_ is not None
         return self._x, self.similarity_
-
-    def neighbours(self, item_idx: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(source item indices, similarities)`` kept for target item ``item_idx``, best first."""
-        _, s = self._parts()
-        col = s[:, item_idx].tocoo()
-        order = np.lexsort((col.row, -col.data))
-        return col.row[order].astype(np.int64), col.data[order].astype(np.float64)
 
     def can_score(self, user_idx: np.ndarray) -> np.ndarray:
         """Users with at least one interaction; an empty history has no neighbours to use."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
 
-from ray_app.models.base import Interactions, ModelConfig, Recommender, top_k_indices
+from ray_app.models.base import FallbackRanker, Interactions, ModelConfig, Recommender
+from ray_app.models.topk import top_k_indices
 
 
 class PopularityConfig(ModelConfig):
@@ -18,7 +20,7 @@ class PopularityConfig(ModelConfig):
     interaction weights (e.g. minutes watched or rating sum)."""
 
 
-class Popularity(Recommender[PopularityConfig]):
+class Popularity(Recommender[PopularityConfig], FallbackRanker):
     """Scores every item by its global popularity; the same list (minus seen items) for everyone.
 
     Ties are broken by the lower item index (first-seen order of :class:`Interactions`), so the
@@ -54,7 +56,7 @@ class Popularity(Recommender[PopularityConfig]):
         scores = self._scores()
         return np.broadcast_to(scores, (len(user_idx), scores.shape[0]))
 
-    def top_items(self, k: int, exclude: set[str] | None = None) -> list[str]:
+    def top_items(self, k: int, exclude: Collection[str] | None = None) -> list[str]:
         """The ``k`` most popular item ids not in ``exclude``, best first.
 
         Works for any user, including ones this model has never seen: serving calls it as the

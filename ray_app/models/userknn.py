@@ -9,37 +9,16 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from ray_app.models.base import Interactions, ModelConfig, Recommender
-from ray_app.models.similarity import (
-    Feedback,
-    Similarity,
-    csr_from_state,
-    csr_state,
-    feedback_matrix,
-    knn_similarity,
-)
+from ray_app.models.base import Interactions, Recommender, feedback_matrix
+from ray_app.models.knn import KNNConfig, csr_from_state, csr_state, knn_for_config
 
 
-class UserKNNConfig(ModelConfig):
-    """Configuration for :class:`UserKNN`."""
+class UserKNNConfig(KNNConfig):
+    """Configuration for :class:`UserKNN`; the shared neighbourhood fields are in
+    :class:`~ray_app.models.knn.KNNConfig`."""
 
     k: int = Field(default=50, ge=1)
     """Neighbours kept per user (row pruning of the user-user similarity matrix)."""
-    shrinkage: float = Field(default=0.0, ge=0.0)
-    """Added to the cosine denominator; damps similarities supported by few shared items."""
-    similarity: Similarity = "cosine"
-    """``cosine``, ``tfidf`` (cosine on TF-IDF weighted user vectors: rare items count more) or
-    ``bm25`` (dot product on BM25 weighted user vectors)."""
-    min_similarity: float = Field(default=0.0, ge=0.0)
-    """Similarities at or below this are dropped before pruning."""
-    feedback: Feedback = "binary"
-    """``binary``: every interaction counts 1; ``weighted``: use the interaction weights."""
-    block_size: int = Field(default=1024, ge=1)
-    """Users per block when computing similarities; bounds peak memory."""
-    bm25_k1: float = Field(default=1.2, gt=0.0)
-    """BM25 term-saturation parameter (only for ``similarity='bm25'``)."""
-    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)
-    """BM25 length-normalisation parameter (only for ``similarity='bm25'``)."""
 
 
 class UserKNN(Recommender[UserKNNConfig]):
@@ -62,16 +41,7 @@ class UserKNN(Recommender[UserKNNConfig]):
         """Compute each user's ``k`` nearest users in blocks of ``block_size`` users."""
         cfg = self.config
         x = feedback_matrix(interactions.matrix, cfg.feedback)
-        self.similarity_ = knn_similarity(
-            x,
-            k=cfg.k,
-            similarity=cfg.similarity,
-            shrinkage=cfg.shrinkage,
-            min_similarity=cfg.min_similarity,
-            block_size=cfg.block_size,
-            bm25_k1=cfg.bm25_k1,
-            bm25_b=cfg.bm25_b,
-        )
+        self.similarity_ = knn_for_config(x, cfg)
         self._x = x
         self.interactions_ = interactions
         return self
@@ -82,14 +52,6 @@ class UserKNN(Recommender[UserKNNConfig]):
             self._x = feedback_matrix(inter.matrix, self.config.feedback)
         assert self.similarity_ is not None
         return self._x, self.similarity_
-
-    def neighbours(self, user_idx: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(neighbour user indices, similarities)`` of user ``user_idx``, best first."""
-        _, w = self._parts()
-        start, stop = w.indptr[user_idx], w.indptr[user_idx + 1]
-        cols, vals = w.indices[start:stop], w.data[start:stop]
-        order = np.lexsort((cols, -vals))
-        return cols[order].astype(np.int64), vals[order].astype(np.float64)
 
     def can_score(self, user_idx: np.ndarray) -> np.ndarray:
         """Users with at least one interaction."""
