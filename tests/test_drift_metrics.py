@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from helpers import interactions
 from prometheus_client import generate_latest
 
+from ray_app.models.popularity import Popularity
 from ray_app.monitoring.drift import (
     DriftConfig,
     compute_drift,
@@ -15,7 +19,8 @@ from ray_app.monitoring.drift import (
     psi,
     split_windows,
 )
-from ray_app.monitoring.staleness import staleness_registry
+from ray_app.monitoring.staleness import StalenessGauge, serving_created_at
+from ray_app.registry.store import Registry
 
 
 def _events(n: int, seed: int, rating_shift: float = 0.0, hot_items: bool = False) -> pd.DataFrame:
@@ -82,9 +87,29 @@ def test_split_windows() -> None:
     assert list(ref["x"]) == list(range(7)) and list(cur["x"]) == [7, 8, 9]
 
 
-def test_staleness_gauge() -> None:
+def test_staleness_gauge_follows_the_serving_versions() -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    text = generate_latest(
-        staleness_registry({("itemknn", "3"): datetime(2026, 1, 1)}, now)
-    ).decode()
+    gauge = StalenessGauge()
+    gauge.update({("itemknn", "3"): datetime(2026, 1, 1)}, now)
+    text = generate_latest(gauge.registry).decode()
     assert 'ray_app_model_age_seconds{model="itemknn",version="3"} 86400.0' in text
+    gauge.update({("itemknn", "4"): datetime(2026, 1, 1, 12, tzinfo=UTC)}, now)
+    text = generate_latest(gauge.registry).decode()
+    assert 'ray_app_model_age_seconds{model="itemknn",version="4"} 43200.0' in text
+    assert 'version="3"' not in text, "a version that no longer serves is dropped"
+
+
+def test_staleness_reads_creation_times_from_the_registry(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    model = Popularity().fit(interactions([("u", "a"), ("v", "b")]))
+    mv = reg.register(model)
+    variants: list[dict[str, Any]] = [
+        {"name": "A", "model": "popularity", "version": mv.version},
+        {"name": "canary", "model": "popularity", "version": mv.version},
+        {"name": "B", "model": "popularity", "version": None},
+        {"name": "C", "model": "popularity", "version": "v-missing"},
+    ]
+    created = serving_created_at(reg, variants)
+    assert created == {
+        ("popularity", mv.version): datetime.fromisoformat(mv.manifest["created_at"])
+    }

@@ -10,6 +10,7 @@ import pytest
 
 from ray_app.models.base import Interactions
 from ray_app.models.popularity import Popularity
+from ray_app.registry import lifecycle
 from ray_app.registry.signing import SignatureError, SigningConfig, generate_ed25519
 from ray_app.registry.store import Registry
 
@@ -94,3 +95,19 @@ def test_ed25519_sign_with_private_verify_with_public(tmp_path: Path) -> None:
     )
     with pytest.raises(SignatureError, match="Ed25519"):
         other.fetch("popularity", mv.version)
+
+
+def test_lifecycle_log_sits_beside_the_version_and_keeps_given_times(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    mv = reg.register(_model())
+    earlier = {"ts": "2026-01-01T00:00:00+00:00", "step": "checked_data", "new_batches": 2}
+    lifecycle.append_events(reg, "popularity", mv.version, [earlier])
+    now = lifecycle.lifecycle_event("promoted", requests=40)
+    lifecycle.append_events(reg, "popularity", mv.version, [now])
+    assert lifecycle.events(reg, "popularity", mv.version) == [earlier, now]
+    log_file = Path(reg.path("popularity", "_lifecycle", f"{mv.version}.jsonl"))
+    assert log_file.read_text().count("\n") == 2
+    # The log is outside the signed version directory, so the version still verifies.
+    assert reg.fetch("popularity", mv.version).version == mv.version
+    assert reg.versions("popularity") == [mv.version]
+    assert lifecycle.events(reg, "popularity", "v-none") == []

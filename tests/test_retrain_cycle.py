@@ -15,51 +15,22 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pytest
+from helpers import wait_http, write_ratings_snapshot
 
 from ray_app.broker.embedded import free_port
-from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
 from ray_app.models.itemknn import ItemKNN
+from ray_app.registry import lifecycle
 from ray_app.registry.store import Registry
-from ray_app.retraining import lifecycle
+from ray_app.retraining.config import RetrainConfig
 from ray_app.retraining.control import HttpServiceControl
-from ray_app.retraining.cycle import RetrainConfig, run_cycle
+from ray_app.retraining.cycle import run_cycle
 from ray_app.serving.config import ApiKey, ServeArgs, VariantSpec
 from ray_app.serving.security import token_hash
-from ray_app.snapshots.protocol import BatchId, write_batch
 from ray_app.training.job import ModelSpec, TrainConfig, run_training
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realdata]
 TOKEN = "retrain-admin-token"
-
-
-def _append_batch(root: Path, ratings: pd.DataFrame, first: int) -> int:
-    """Write ``ratings`` as one committed snapshot batch (rate events); returns the next offset."""
-    n = len(ratings)
-    table = pa.table(
-        {
-            "kind": ["rate"] * n,
-            "user_id": ratings["user_id"].astype(str).tolist(),
-            "movie_id": ratings["item_id"].astype(str).tolist(),
-            "ts": pa.array(pd.to_datetime(ratings["timestamp"], unit="s", utc=True)),
-            "minute": pa.nulls(n, pa.int32()),
-            "rating": ratings["rating"].astype("float32").tolist(),
-            "status": pa.nulls(n, pa.int32()),
-            "latency_ms": pa.nulls(n, pa.float64()),
-            "items": pa.nulls(n, pa.list_(pa.string())),
-            "server": pa.nulls(n, pa.string()),
-            "topic": ["movielog"] * n,
-            "partition": pa.array(np.zeros(n, dtype=np.int32)),
-            "offset": pa.array(np.arange(first, first + n, dtype=np.int64)),
-        },
-        schema=SNAPSHOT_SCHEMA,
-    )
-    write_batch(
-        root, BatchId("movielog", 0, first, first + n - 1), table, DEAD_LETTER_SCHEMA.empty_table()
-    )
-    return first + n
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +39,15 @@ def world(
 ) -> Iterator[dict[str, Any]]:
     from ray import serve
 
-    from ray_app.cli import start_serving
+    from ray_app.serving.run import start_serving
 
     tmp = tmp_path_factory.mktemp("retrain")
     snaps, registry = tmp / "snapshots", str(tmp / "registry")
     ratings = ml100k.ratings[ml100k.ratings.user_id.astype(int) <= 300].sort_values("timestamp")
     bounds = np.linspace(0, len(ratings), 5).astype(int)
     chunks = [ratings.iloc[a:b] for a, b in itertools.pairwise(bounds)]
-    nxt = _append_batch(snaps, chunks[0], 0)
-    nxt = _append_batch(snaps, chunks[1], nxt)
+    nxt = write_ratings_snapshot(snaps, chunks[0], first=0)
+    nxt = write_ratings_snapshot(snaps, chunks[1], first=nxt)
     run_training(TrainConfig(snapshot_dir=snaps, registry=registry, catalog_dataset=None))
     port = free_port()
     args = ServeArgs(
@@ -105,13 +76,7 @@ def world(
                 i += 1
                 time.sleep(0.01)
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
+    wait_http(f"{base}/healthz")
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     yield {
@@ -132,6 +97,7 @@ def _config(world: dict[str, Any]) -> RetrainConfig:
         snapshot_dir=world["snaps"],
         registry=world["registry"],
         model=ModelSpec(name="itemknn"),
+        catalog_dataset=None,
         gate_tolerance=0.05,
         canary_weight=0.3,
         canary_min_requests=40,
@@ -150,7 +116,7 @@ def test_promotes_a_healthy_model_then_rolls_back_a_broken_one(
     skipped = run_cycle(_config(world), control)
     assert skipped.outcome == "skipped", "no new data, no new model"
 
-    world["next"] = _append_batch(world["snaps"], world["chunks"][2], world["next"])
+    world["next"] = write_ratings_snapshot(world["snaps"], world["chunks"][2], first=world["next"])
     first = run_cycle(_config(world), control)
     assert first.outcome == "promoted", first.reason
     v2 = first.version
@@ -172,15 +138,19 @@ def test_promotes_a_healthy_model_then_rolls_back_a_broken_one(
     # A model whose saved artifact is broken (NaN similarities, as from a serialisation bug):
     # it verifies, loads and passes the offline gate (evaluated before saving), but scoring
     # raises on NaN, so the canary's answers come from the fallback.
-    original = ItemKNN._state
+    original = ItemKNN.save
 
-    def broken_state(self: ItemKNN) -> dict[str, np.ndarray]:
-        state = original(self)
+    def save_broken(self: ItemKNN, directory: str | Path) -> list[str]:
+        files = original(self, directory)
+        state_file = Path(directory) / "state.npz"
+        with np.load(state_file, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
         state["similarity_data"] = np.full_like(state["similarity_data"], np.nan)
-        return state
+        np.savez(state_file, **state)
+        return files
 
-    monkeypatch.setattr(ItemKNN, "_state", broken_state)
-    world["next"] = _append_batch(world["snaps"], world["chunks"][3], world["next"])
+    monkeypatch.setattr(ItemKNN, "save", save_broken)
+    world["next"] = write_ratings_snapshot(world["snaps"], world["chunks"][3], first=world["next"])
     second = run_cycle(_config(world), control)
     monkeypatch.undo()
     assert second.outcome == "rolled_back", (second.reason, str(second.steps[-1]))

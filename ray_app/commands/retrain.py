@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import signal
 import threading
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from ray_app.commands.common import ConfigOpt, RayAddressOpt, console
 
 
 def retrain_cmd(
-    config: Annotated[Path | None, typer.Option(help="YAML RetrainConfig.")] = None,
+    config: ConfigOpt = None,
     serve_url: Annotated[
         str, typer.Option(help="Serving app base URL (admin API).")
     ] = "http://127.0.0.1:8000",
@@ -30,31 +26,38 @@ def retrain_cmd(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve ray_app_model_age_seconds here.")
     ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option(help="Existing Ray cluster (default: local).")
-    ] = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """New snapshots → train → offline gate → register → canary → promote or roll back."""
-    from ray_app.config import ConfigError, load_config
+    from prometheus_client import start_http_server
+
+    from ray_app.config import load_config
+    from ray_app.monitoring.staleness import StalenessGauge, serving_created_at
+    from ray_app.registry.store import Registry
+    from ray_app.retraining.config import RetrainConfig, parse_every
     from ray_app.retraining.control import HttpServiceControl
     from ray_app.retraining.cycle import (
         CycleResult,
-        RetrainConfig,
-        parse_every,
+        read_serving,
+        require_same_model,
         run_cycle,
         run_schedule,
     )
     from ray_app.runtime import init_ray
 
-    try:
-        cfg = load_config(RetrainConfig, config)
-        every_s = parse_every(every) if every else None
-        control = HttpServiceControl(serve_url, admin_token)
-    except (ConfigError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    # Bad config, token, URL or slots end here in one line (UserError), before Ray starts.
+    cfg = load_config(RetrainConfig, config)
+    every_s = parse_every(every) if every else None
+    control = HttpServiceControl(serve_url, admin_token)
+    registry = Registry(cfg.registry, cfg.signing)
+    serving = read_serving(cfg, control, registry)
+    require_same_model(cfg, serving)
     init_ray(ray_address)
-    gauge = _staleness_server(metrics_port) if metrics_port else None
+    gauge: StalenessGauge | None = None
+    if metrics_port:
+        gauge = StalenessGauge()
+        gauge.update(serving_created_at(registry, serving.variants))
+        start_http_server(metrics_port, registry=gauge.registry)
 
     def report(result: CycleResult) -> None:
         console.print(
@@ -63,7 +66,7 @@ def retrain_cmd(
         for s in result.steps:
             console.print(f"  {s['ts']}  {s['step']}")
         if gauge is not None:
-            gauge(control.variants())
+            gauge.update(serving_created_at(registry, control.variants()))
 
     if every_s is None:
         result = run_cycle(cfg, control)
@@ -74,31 +77,6 @@ def retrain_cmd(
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"retraining every {every} (Ctrl-C stops)")
     run_schedule(cfg, control, every_s, stop.is_set, report)
-
-
-def _staleness_server(port: int) -> Any:
-    """Start /metrics with the serving versions' age; returns an updater."""
-    from prometheus_client import CollectorRegistry, Gauge, start_http_server
-
-    reg = CollectorRegistry()
-    age = Gauge(
-        "ray_app_model_age_seconds",
-        "Seconds since the serving model version was created.",
-        ["model", "version", "variant"],
-        registry=reg,
-    )
-    start_http_server(port, registry=reg)
-
-    def update(variants: list[dict[str, Any]]) -> None:
-        now = dt.datetime.now(dt.UTC)
-        age.clear()
-        for v in variants:
-            m = re.match(r"v(\d{8}T\d{6})", str(v.get("version", "")))
-            if m:
-                created = dt.datetime.strptime(m[1], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
-                age.labels(v["model"], v["version"], v["name"]).set((now - created).total_seconds())
-
-    return update
 
 
 def register(app: typer.Typer) -> None:

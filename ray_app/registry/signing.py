@@ -37,13 +37,19 @@ class SigningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algorithm: Literal["hmac-sha256", "ed25519"] = "hmac-sha256"
+    """Shared-key HMAC, or an Ed25519 key pair (serving then needs only the public key)."""
     hmac_key: SecretStr | None = None
+    """The HMAC key itself (else ``RAY_APP_REGISTRY_HMAC_KEY``, else ``key_file``)."""
     key_file: Path | None = None
+    """HMAC key file, created on first signing (default: in the user config dir)."""
     ed25519_private_key_file: Path | None = None
+    """PEM private key that signs (the trainer's)."""
     ed25519_public_key_file: Path | None = None
+    """PEM public key that verifies (the server's; default: derived from the private key)."""
 
 
 def default_key_file() -> Path:
+    """Where the HMAC key is kept when neither the config nor the environment gives one."""
     return Path(platformdirs.user_config_dir("ray-app")) / "registry-hmac.key"
 
 

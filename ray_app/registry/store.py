@@ -80,7 +80,8 @@ class Registry:
     def _abs(uri: str) -> str:
         return uri if "://" in uri else str(Path(uri).resolve())
 
-    def _path(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """The registry filesystem path of ``parts`` under the root (for :attr:`fs`)."""
         return "/".join([self.base.rstrip("/"), *parts])
 
     def _is_local(self) -> bool:
@@ -118,10 +119,10 @@ class Registry:
             payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
             (stage / MANIFEST).write_bytes(payload)
             (stage / SIGNATURE).write_text(json.dumps(sign(payload, self.signing), indent=2))
-            dest = self._path(name, version)
-            self.fs.create_dir(self._path(name), recursive=True)
+            dest = self.path(name, version)
+            self.fs.create_dir(self.path(name), recursive=True)
             # Copy into a hidden name, then move, so readers never see a half-written version.
-            hidden = self._path(name, f".incoming-{version}")
+            hidden = self.path(name, f".incoming-{version}")
             pafs.copy_files(
                 str(stage),
                 hidden,
@@ -148,7 +149,7 @@ class Registry:
 
     def versions(self, name: str) -> list[str]:
         """Versions of ``name``, oldest first."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self._path(name), allow_not_found=True))
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(name), allow_not_found=True))
         return sorted(
             i.base_name
             for i in infos
@@ -156,12 +157,13 @@ class Registry:
         )
 
     def latest(self, name: str) -> str | None:
+        """The newest version of ``name``; None when it has none."""
         vs = self.versions(name)
         return vs[-1] if vs else None
 
     def aliases(self, name: str) -> dict[str, str]:
         """Alias → version for ``name`` (e.g. ``production``, set when retraining promotes)."""
-        path = self._path(name, ALIASES)
+        path = self.path(name, ALIASES)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return {}
         with self.fs.open_input_stream(path) as fh:
@@ -175,12 +177,12 @@ class Registry:
             raise ValueError(f"{name} has no version {version!r}; versions: {self.versions(name)}")
         current = self.aliases(name)
         current[alias] = version
-        self.fs.create_dir(self._path(name), recursive=True)
+        self.fs.create_dir(self.path(name), recursive=True)
         # Write then move, so a watching server never reads half a file.
-        tmp = self._path(name, f".{ALIASES}.tmp")
+        tmp = self.path(name, f".{ALIASES}.tmp")
         with self.fs.open_output_stream(tmp) as fh:
             fh.write(json.dumps(current, indent=2, sort_keys=True).encode())
-        self.fs.move(tmp, self._path(name, ALIASES))
+        self.fs.move(tmp, self.path(name, ALIASES))
 
     def resolve(self, name: str, ref: str) -> str | None:
         """The version ``ref`` names: ``latest`` or an alias; None when it names nothing yet."""
@@ -190,7 +192,7 @@ class Registry:
 
     def read_manifest(self, name: str, version: str) -> dict[str, Any]:
         """The manifest (unverified: for listing only, never for loading)."""
-        with self.fs.open_input_stream(self._path(name, version, MANIFEST)) as fh:
+        with self.fs.open_input_stream(self.path(name, version, MANIFEST)) as fh:
             return dict(json.loads(fh.read()))
 
     def fetch(self, name: str, version: str | None = None) -> ModelVersion:
@@ -203,14 +205,14 @@ class Registry:
         if version is None:
             raise FileNotFoundError(f"registry {self.uri} has no versions of model {name!r}")
         if self._is_local():
-            local = Path(self._path(name, version))
+            local = Path(self.path(name, version))
         else:
             local = self.cache / name / version
             if local.exists():
                 shutil.rmtree(local)
             local.parent.mkdir(parents=True, exist_ok=True)
             pafs.copy_files(
-                self._path(name, version),
+                self.path(name, version),
                 str(local),
                 source_filesystem=self.fs,
                 destination_filesystem=pafs.LocalFileSystem(),
@@ -275,20 +277,20 @@ def write_item_metadata(registry: Registry, genres: dict[str, list[str]]) -> str
     sig = json.dumps(sign(payload, registry.signing)).encode()
     registry.fs.create_dir(registry.base, recursive=True)
     for name, data in ((ITEM_METADATA, payload), (ITEM_METADATA_SIGNATURE, sig)):
-        with registry.fs.open_output_stream(registry._path(name)) as fh:
+        with registry.fs.open_output_stream(registry.path(name)) as fh:
             fh.write(data)
-    return registry._path(ITEM_METADATA)
+    return registry.path(ITEM_METADATA)
 
 
 def read_item_metadata(registry: Registry) -> dict[str, list[str]]:
     """Verified item → genres map; empty when none was written. Raises SignatureError if tampered."""
-    path = registry._path(ITEM_METADATA)
+    path = registry.path(ITEM_METADATA)
     if registry.fs.get_file_info(path).type != pafs.FileType.File:
         return {}
     with registry.fs.open_input_stream(path) as fh:
         payload = fh.read()
     try:
-        with registry.fs.open_input_stream(registry._path(ITEM_METADATA_SIGNATURE)) as fh:
+        with registry.fs.open_input_stream(registry.path(ITEM_METADATA_SIGNATURE)) as fh:
             record = json.loads(fh.read())
     except (FileNotFoundError, OSError, json.JSONDecodeError) as exc:
         raise SignatureError(f"{path}: missing or unreadable signature") from exc

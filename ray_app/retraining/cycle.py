@@ -1,100 +1,177 @@
 """One retraining cycle, and the schedule that repeats it.
 
-new snapshots → train (Ray Data + a Ray task) → offline gate against the serving version →
-register (signed) → canary through the A/B router at a small weight → promote or roll back on
-the online metric. Every step is appended to the version's lifecycle log in the registry.
-
-The online metric is the canary's *fallback rate* (answers its model could not give: errors,
-deadline misses, users it cannot score) against the control's, over at least
-``canary_min_requests`` canary answers; conversion per variant, when wanted, comes from
-``ray-app online-eval`` over the same window and is reported, not gated on, because it needs
-hours of traffic to separate small effects.
+Steps, each a function of its own: read what serves → check for new snapshot batches → train
+(the train job's step, on Ray) → offline gate against the serving version → register (signed)
+→ canary through the A/B router (:mod:`ray_app.retraining.canary`) → promote or roll back.
+Every step is appended to the version's lifecycle log in the registry, with the time it
+happened.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ray_app.registry.signing import SigningConfig
+from ray_app.config import ConfigError
+from ray_app.errors import UserError
+from ray_app.registry.lifecycle import append_events, lifecycle_event
 from ray_app.registry.store import Registry
-from ray_app.retraining import lifecycle
-from ray_app.retraining.control import ServiceControl, SwitchRefused
+from ray_app.retraining.canary import (
+    promote,
+    roll_back,
+    rollback_reason,
+    start_canary,
+    watch_canary,
+)
+from ray_app.retraining.config import RetrainConfig
+from ray_app.retraining.control import ServiceControl, SwitchRefused, find_variant
 from ray_app.snapshots.protocol import committed_batches
-from ray_app.snapshots.read import snapshot_files
-from ray_app.training.interactions import FeedbackConfig, read_interactions
-from ray_app.training.job import ModelSpec, _fit_and_evaluate
+from ray_app.snapshots.read import unseen_batches
+from ray_app.training.data import load_training_data
+from ray_app.training.job import TrainedModel, train_models
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["skipped", "gate_failed", "refused", "promoted", "rolled_back"]
 
 
-class RetrainConfig(BaseModel):
-    """The retraining policy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    snapshot_dir: Path = Path("data/snapshots")
-    registry: str = "data/registry"
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="itemknn"))
-    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    k: int = Field(default=10, ge=1)
-    seed: int = 42
-    gate_metric: str = "ndcg@10"
-    """Offline metric the candidate must not lose on."""
-    gate_tolerance: float = Field(default=0.01, ge=0)
-    """Absolute slack: pass if candidate ≥ serving − tolerance."""
-    require_new_data: bool = True
-    """Skip the cycle when the serving version already saw every committed batch."""
-    control_variant: str = "A"
-    canary_variant: str = "canary"
-    canary_weight: float = Field(default=0.1, gt=0, lt=1)
-    """Traffic share of the canary slot while it is judged."""
-    canary_min_requests: int = Field(default=100, ge=1)
-    canary_max_wait_s: float = Field(default=900.0, gt=0)
-    canary_poll_s: float = Field(default=2.0, gt=0)
-    max_fallback_rate_increase: float = Field(default=0.05, ge=0, le=1)
-    """Roll back if the canary's fallback rate exceeds the control's by more than this."""
-    signing: SigningConfig = Field(default_factory=SigningConfig)
+class ModelMismatch(ConfigError):
+    """The retrain config names another model than the control slot serves."""
 
 
 @dataclass
 class CycleResult:
+    """How a cycle ended, and every step it took."""
+
     outcome: Outcome
     reason: str
     model: str
     version: str | None = None
+    """The candidate's registry version (None when the cycle ended before registering)."""
     metrics: dict[str, float] = field(default_factory=dict)
+    """The candidate's offline metrics."""
     steps: list[dict[str, Any]] = field(default_factory=list)
+    """Lifecycle events: ``ts``, ``step`` and the step's details."""
 
 
-def parse_every(text: str) -> float:
-    """``90s``, ``15m``, ``3h``, ``1d`` → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if not m:
-        raise ValueError(f"--every {text!r}: use a number with s, m, h or d, e.g. 3h")
-    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+@dataclass(frozen=True)
+class Serving:
+    """What serves when the cycle starts."""
+
+    variants: list[dict[str, Any]]
+    """Every slot, as the service reported it."""
+    control: dict[str, Any]
+    """The control slot."""
+    manifest: dict[str, Any]
+    """The registry manifest of the control slot's version."""
 
 
-def _counts(variants: list[dict[str, Any]], name: str) -> tuple[int, int]:
-    for v in variants:
-        if v["name"] == name:
-            return int(v.get("requests", 0)), int(v.get("fallbacks", 0))
-    raise ValueError(f"the service has no variant {name!r}; add it to serve_config.yaml variants")
+@dataclass(frozen=True)
+class Candidate:
+    """A freshly trained model and the data it was trained on."""
+
+    trained: TrainedModel
+    provenance: dict[str, Any]
+    """The manifest's ``snapshot`` entry."""
 
 
-def _rate(num: int, den: int) -> float:
-    return num / den if den else 0.0
+@dataclass(frozen=True)
+class Gate:
+    """The offline gate's verdict."""
+
+    passed: bool
+    details: dict[str, Any]
+    reason: str = ""
+
+
+class StepLog:
+    """The cycle's steps, kept in memory and, once a version exists, in its lifecycle log."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self.registry = registry
+        self.name = name
+        self.steps: list[dict[str, Any]] = []
+        self.version: str | None = None
+
+    def record(self, step: str, **details: Any) -> None:
+        """Record a step now (and append it to the version's log once attached)."""
+        event = lifecycle_event(step, **details)
+        self.steps.append(event)
+        log.info("retrain %s: %s %s", self.name, step, details)
+        if self.version is not None:
+            append_events(self.registry, self.name, self.version, [event])
+
+    def attach(self, version: str) -> None:
+        """Log to ``version`` from now on, starting with the steps that led to it (they keep
+        the times they happened at)."""
+        self.version = version
+        append_events(self.registry, self.name, version, self.steps)
+
+
+def read_serving(config: RetrainConfig, control: ServiceControl, registry: Registry) -> Serving:
+    """The service's slots and the control slot's manifest; raises
+    :class:`~ray_app.retraining.control.MissingSlot` when the control or canary slot is
+    missing."""
+    variants = control.variants()
+    slot = find_variant(variants, config.control_variant, "control")
+    find_variant(variants, config.canary_variant, "canary")
+    return Serving(variants, slot, registry.read_manifest(slot["model"], slot["version"]))
+
+
+def require_same_model(config: RetrainConfig, serving: Serving) -> None:
+    """Refuse (:class:`ModelMismatch`) to gate a model against a different one."""
+    served = str(serving.manifest.get("model_class", serving.control["model"]))
+    if served != config.model.name:
+        raise ModelMismatch(
+            f"the retrain config's model {config.model.name!r} is not what control variant "
+            f"{config.control_variant!r} serves ({served!r}), so the offline gate cannot "
+            f"compare them: set model.name to {served!r} in the retrain config, or "
+            "control_variant to a slot that serves the configured model"
+        )
+
+
+def check_data(config: RetrainConfig, serving: Serving) -> tuple[int, int]:
+    """``(committed batches, batches the serving version was not trained on)``."""
+    seen = serving.manifest.get("snapshot", {}).get("offset_ranges", [])
+    return len(committed_batches(config.snapshot_dir)), len(
+        unseen_batches(config.snapshot_dir, seen)
+    )
+
+
+def train_candidate(config: RetrainConfig) -> Candidate:
+    """The train job's training step for the one configured model (on Ray)."""
+    data = load_training_data(config.snapshot_dir, config.feedback, config.catalog_dataset)
+    (trained,) = train_models(
+        data, [config.model], test_fraction=config.test_fraction, k=config.k, seed=config.seed
+    )
+    return Candidate(trained, data.provenance)
+
+
+def offline_gate(config: RetrainConfig, metrics: dict[str, float], serving: Serving) -> Gate:
+    """Pass when the candidate's ``gate_metric`` reaches the serving version's minus
+    ``gate_tolerance`` (or the serving version has no such metric)."""
+    require_same_model(config, serving)
+    cand = metrics.get(config.gate_metric)
+    if cand is None:
+        raise ConfigError(
+            f"gate_metric {config.gate_metric!r} is not an offline metric: use one of "
+            f"{', '.join(sorted(metrics))}"
+        )
+    baseline = serving.manifest.get("metrics", {}).get(config.gate_metric)
+    details = {
+        "metric": config.gate_metric,
+        "candidate": cand,
+        "serving": baseline,
+        "serving_version": serving.control["version"],
+        "tolerance": config.gate_tolerance,
+    }
+    if baseline is not None and cand < baseline - config.gate_tolerance:
+        reason = f"{config.gate_metric} {cand:.4f} < serving {baseline:.4f} - tolerance"
+        return Gate(False, details, reason)
+    return Gate(True, details)
 
 
 def run_cycle(
@@ -102,153 +179,61 @@ def run_cycle(
     control: ServiceControl,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    train: Callable[[RetrainConfig], Candidate] = train_candidate,
 ) -> CycleResult:
-    """Run one cycle; never raises for an expected outcome (skip, gate, refusal, rollback)."""
+    """Run one cycle; never raises for an expected outcome (skip, gate, refusal, rollback).
+
+    ``train`` is the training step (the train job's, on Ray, by default).
+    """
     reg = Registry(config.registry, config.signing)
     name = config.model.name
-    steps: list[dict[str, Any]] = []
+    steps = StepLog(reg, name)
 
-    def step(what: str, version: str | None = None, **details: Any) -> None:
-        ev = {"ts": dt.datetime.now(dt.UTC).isoformat(), "step": what, **details}
-        steps.append(ev)
-        log.info("retrain %s: %s %s", name, what, details)
-        if version:
-            lifecycle.log_event(reg, name, version, what, **details)
-
-    variants = control.variants()
-    serving = next((v for v in variants if v["name"] == config.control_variant), None)
-    if serving is None:
-        raise ValueError(f"the service has no control variant {config.control_variant!r}")
-    _counts(variants, config.canary_variant)  # fail early if the canary slot is missing
-    serving_manifest = reg.read_manifest(serving["model"], serving["version"])
-    batches = committed_batches(config.snapshot_dir)
-    seen = {
-        (r["topic"], r["partition"], r["first"], r["last"])
-        for r in serving_manifest.get("snapshot", {}).get("offset_ranges", [])
-    }
-    new = [b for b in batches if (b.topic, b.partition, b.first, b.last) not in seen]
-    step("checked_data", batches=len(batches), new_batches=len(new))
+    serving = read_serving(config, control, reg)
+    require_same_model(config, serving)  # before minutes of training, not after
+    batches, new = check_data(config, serving)
+    steps.record("checked_data", batches=batches, new_batches=new)
     if config.require_new_data and not new:
-        return CycleResult(
-            "skipped", "no new snapshot batches since the serving version", name, steps=steps
-        )
+        reason = "no new snapshot batches since the serving version"
+        return CycleResult("skipped", reason, name, steps=steps.steps)
 
-    # ---- train and evaluate (Ray Data read, fit as a Ray task) ---------------------------
-    import ray
+    candidate = train(config)
+    metrics = candidate.trained.metrics
+    steps.record("trained", interactions=candidate.provenance.get("interactions"), metrics=metrics)
+    gate = offline_gate(config, metrics, serving)
+    if not gate.passed:
+        steps.record("gate_failed", **gate.details)
+        return CycleResult("gate_failed", gate.reason, name, metrics=metrics, steps=steps.steps)
 
-    from ray_app.evaluation.split import per_user_holdout
-
-    files = snapshot_files(config.snapshot_dir)
-    frame = read_interactions(files, config.feedback)
-    catalog = sorted(frame["item_id"].unique().tolist())
-    train, test = per_user_holdout(frame, test_fraction=config.test_fraction, seed=config.seed)
-    fit = ray.remote(_fit_and_evaluate)
-    model, metrics, _ = ray.get(fit.remote(config.model, train, test, frame, config.k, catalog))
-    step("trained", interactions=len(frame), metrics=metrics)
-
-    # ---- offline gate ----------------------------------------------------------------------
-    baseline = serving_manifest.get("metrics", {}).get(config.gate_metric)
-    cand = metrics.get(config.gate_metric)
-    if cand is None:
-        raise ValueError(f"gate_metric {config.gate_metric!r} is not among {sorted(metrics)}")
-    gate = {
-        "metric": config.gate_metric,
-        "candidate": cand,
-        "serving": baseline,
-        "serving_version": serving["version"],
-        "tolerance": config.gate_tolerance,
-    }
-    if baseline is not None and cand < baseline - config.gate_tolerance:
-        step("gate_failed", **gate)
-        return CycleResult(
-            "gate_failed",
-            f"{config.gate_metric} {cand:.4f} < serving {baseline:.4f} - tolerance",
-            name,
-            metrics=metrics,
-            steps=steps,
-        )
-    snapshot = {
-        "dir": str(Path(config.snapshot_dir).resolve()),
-        "files": [str(p.relative_to(config.snapshot_dir)) for p in files],
-        "offset_ranges": [
-            {"topic": b.topic, "partition": b.partition, "first": b.first, "last": b.last}
-            for b in batches
-        ],
-        "interactions": len(frame),
-        "feedback": config.feedback.model_dump(mode="json"),
-    }
+    lineage = {"gate": gate.details, "parent_version": serving.control["version"]}
     mv = reg.register(
-        model,
+        candidate.trained.model,
         metrics=metrics,
-        snapshot=snapshot,
+        snapshot=candidate.provenance,
         name=name,
-        extra={"retrain": {"gate": gate, "parent_version": serving["version"]}},
+        extra={**candidate.trained.manifest_extra(), "retrain": lineage},
     )
     version = mv.version
-    for ev in steps:  # the earlier steps belong to this version's story too
-        lifecycle.log_event(
-            reg,
-            name,
-            version,
-            ev["step"],
-            **{k: v for k, v in ev.items() if k not in ("ts", "step")},
-        )
-    step("gate_passed", version, **gate)
-    step("registered", version, registry=config.registry)
+    steps.attach(version)
+    steps.record("gate_passed", **gate.details)
+    steps.record("registered", registry=config.registry)
 
-    # ---- canary ----------------------------------------------------------------------------
-    weights = {v["name"]: float(v["weight"]) for v in variants}
-    others = sum(w for n, w in weights.items() if n != config.canary_variant)
     try:
-        control.switch(config.canary_variant, name, version)
+        weights = start_canary(config, control, serving.variants, version)
     except SwitchRefused as exc:
-        step("refused", version, reason=str(exc))
-        return CycleResult("refused", str(exc), name, version, metrics, steps)
-    canary_weights = dict(weights)
-    canary_weights[config.canary_variant] = (
-        others * config.canary_weight / (1 - config.canary_weight)
-    )
-    control.set_weights(canary_weights)
-    step("canary_started", version, weights=canary_weights)
-    c0 = _counts(control.variants(), config.canary_variant)
-    k0 = _counts(control.variants(), config.control_variant)
-    deadline = time.monotonic() + config.canary_max_wait_s
-    while True:
-        vs = control.variants()
-        c1, k1 = _counts(vs, config.canary_variant), _counts(vs, config.control_variant)
-        n_canary = c1[0] - c0[0]
-        if n_canary >= config.canary_min_requests or time.monotonic() >= deadline:
-            break
-        sleep(config.canary_poll_s)
-    n_control = k1[0] - k0[0]
-    canary_fb = _rate(c1[1] - c0[1], n_canary)
-    control_fb = _rate(k1[1] - k0[1], n_control)
-    judged = {
-        "canary_requests": n_canary,
-        "control_requests": n_control,
-        "canary_fallback_rate": canary_fb,
-        "control_fallback_rate": control_fb,
-    }
-    restore = dict(weights)
-    restore[config.canary_variant] = 0.0
-    if n_canary < config.canary_min_requests:
-        control.set_weights(restore)
-        step("rolled_back", version, reason="not enough canary traffic", **judged)
-        return CycleResult(
-            "rolled_back", "not enough canary traffic to judge", name, version, metrics, steps
-        )
-    if canary_fb > control_fb + config.max_fallback_rate_increase:
-        control.set_weights(restore)
-        reason = f"canary fallback rate {canary_fb:.3f} > control {control_fb:.3f} + {config.max_fallback_rate_increase}"
-        step("rolled_back", version, reason=reason, **judged)
-        return CycleResult("rolled_back", reason, name, version, metrics, steps)
+        steps.record("refused", reason=str(exc))
+        return CycleResult("refused", str(exc), name, version, metrics, steps.steps)
+    steps.record("canary_started", weights=weights)
+    counts = watch_canary(config, control, sleep)
+    rollback = rollback_reason(config, counts)
+    if rollback is not None:
+        roll_back(config, control, serving.variants)
+        steps.record("rolled_back", reason=rollback, **counts.as_dict())
+        return CycleResult("rolled_back", rollback, name, version, metrics, steps.steps)
 
-    # ---- promote ---------------------------------------------------------------------------
-    control.switch(config.control_variant, name, version)
-    control.set_weights(restore)
-    reg.set_alias(name, "production", version)
-    step("promoted", version, **judged)
-    return CycleResult("promoted", "canary healthy", name, version, metrics, steps)
+    promote(config, control, reg, serving.variants, version)
+    steps.record("promoted", **counts.as_dict())
+    return CycleResult("promoted", "canary healthy", name, version, metrics, steps.steps)
 
 
 def run_schedule(
@@ -266,6 +251,8 @@ def run_schedule(
             result = run_cycle(config, control)
             if on_result:
                 on_result(result)
+        except UserError as exc:  # e.g. the service is down for a while: one line, no trace
+            log.error("retrain cycle failed: %s; next attempt in %.0fs", exc, every_s)
         except Exception:
             log.exception("retrain cycle failed; next attempt in %.0fs", every_s)
         while not stop() and time.monotonic() - started < every_s:

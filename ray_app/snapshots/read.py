@@ -7,16 +7,20 @@ marker, or a finished compaction) is decided once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ray_app.snapshots.protocol import committed_batches, compacted_stems, events_dir
+from ray_app.events.schema import SNAPSHOT_SCHEMA
+from ray_app.snapshots.protocol import BatchId, committed_batches, compacted_stems, events_dir
+
+if TYPE_CHECKING:
+    import ray.data
 
 
 def snapshot_files(root: Path) -> list[Path]:
@@ -41,6 +45,30 @@ def snapshot_provenance(root: Path, files: Sequence[Path]) -> dict[str, Any]:
     }
 
 
+def unseen_batches(root: Path, offset_ranges: Iterable[Mapping[str, Any]]) -> list[BatchId]:
+    """Committed batches whose offset range is not among ``offset_ranges`` (the
+    ``offset_ranges`` of a :func:`snapshot_provenance`): the data a model has not seen."""
+    seen = {(r["topic"], r["partition"], r["first"], r["last"]) for r in offset_ranges}
+    return [
+        b for b in committed_batches(root) if (b.topic, b.partition, b.first, b.last) not in seen
+    ]
+
+
+def read_snapshot_dataset(files: Sequence[Path], columns: Sequence[str]) -> ray.data.Dataset:
+    """Snapshot files (from :func:`snapshot_files`) as a Ray Data dataset of ``columns``.
+
+    Hive partition keys in the paths are not added as columns: ``kind`` is already a column of
+    every file, and adding it again would clash.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    # Callers print their own summary; Ray Data's bars and banners would interleave with it.
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray.data.read_parquet([str(p) for p in files], columns=list(columns), partitioning=None)
+
+
 def load_snapshot_events(
     snapshot_dir: Path | str,
     kinds: Sequence[str] = ("watch", "rate", "reco"),
@@ -52,8 +80,9 @@ def load_snapshot_events(
     cols = list(columns) if columns is not None else None
     if not files:
         return pd.DataFrame(columns=cols or ["kind", "user_id", "movie_id", "ts"])
-    tables = [pq.read_table(p, columns=cols) for p in files]
-    table = pa.concat_tables(tables, promote_options="default")
+    # The current schema fills columns that older files (an earlier schema version) lack.
+    tables = [pq.read_table(p, columns=cols, schema=SNAPSHOT_SCHEMA) for p in files]
+    table = pa.concat_tables(tables)
     if "kind" in table.column_names:
         table = table.filter(pc.is_in(table["kind"], pa.array(list(kinds))))
     return table.to_pandas()

@@ -1,8 +1,8 @@
-"""Snapshots (Ray Data) → implicit-feedback interactions.
+"""Snapshot events → implicit-feedback interactions, one weight per (user, movie).
 
-Reading and the first aggregation run as Ray Data ``map_batches`` over the snapshot files
-(map-side combine per block with pyarrow ``group_by``); only the reduced per-(user, movie) table
-reaches the driver, where a second ``group_by`` finishes the job.
+The first aggregation runs as Ray Data ``map_batches`` over the snapshot dataset (map-side
+combine per block with pyarrow ``group_by``); only the reduced per-(user, movie) table reaches
+the driver, where a second ``group_by`` finishes the job.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
+
+from ray_app.errors import UserError
+from ray_app.snapshots.read import read_snapshot_dataset
 
 
 class FeedbackConfig(BaseModel):
@@ -30,6 +33,7 @@ class FeedbackConfig(BaseModel):
     rating_weight: float = Field(default=1.0, ge=0)
     """Weight per rating point above ``rating_center`` when ``binary`` is false."""
     rating_center: float = 0.0
+    """Rating that adds no weight (only points above it count)."""
     min_rating: float | None = None
     """Keep only pairs whose rating is at least this (explicit filter; None keeps all)."""
 
@@ -69,23 +73,21 @@ def _partial_aggregate(batch: pa.Table) -> pa.Table:
 
 
 def read_interactions(snapshot_files: list[Path], feedback: FeedbackConfig) -> pd.DataFrame:
-    """Long frame ``user_id, item_id, weight, rating, minutes, timestamp`` from snapshot files."""
+    """Long frame ``user_id, item_id, weight, rating, minutes, timestamp`` from snapshot files.
+
+    Raises :class:`UserError` when there are no files or they hold no watch or rate events.
+    """
     import ray
 
     if not snapshot_files:
-        raise ValueError("no snapshot files to train on: run `ray-app ingest` first")
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the train job prints its own summary
-    ctx.print_on_execution_start = False
-    ds = ray.data.read_parquet(
-        [str(p) for p in snapshot_files],
-        columns=["kind", "user_id", "movie_id", "rating", "ts"],
-        partitioning=None,
-    )
+        raise UserError("no snapshot files to train on: run `ray-app ingest` first")
+    ds = read_snapshot_dataset(snapshot_files, ["kind", "user_id", "movie_id", "rating", "ts"])
     reduced = ds.map_batches(_partial_aggregate, batch_format="pyarrow").to_arrow_refs()
     tables = [t for t in ray.get(reduced) if t.num_rows]
     if not tables:
-        raise ValueError("snapshots hold no watch or rate events")
+        raise UserError(
+            "the snapshots hold no watch or rate events to train on: ingest activity first"
+        )
     merged = (
         pa.concat_tables(tables)
         .group_by(["user_id", "movie_id"])

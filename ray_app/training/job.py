@@ -1,10 +1,17 @@
-"""The train job: snapshots → interactions → fit + evaluate each model on Ray → registry."""
+"""The train job: snapshots → interactions → (tune →) fit + evaluate each model on Ray →
+registry.
+
+:func:`train_models` is the training step itself, shared with the retraining cycle:
+split the data, tune the specs that name a search space, then fit and evaluate every model as
+a Ray task (:func:`~ray_app.training.fit.fit_and_evaluate`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +19,20 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_app.evaluation.offline import user_group_frame
+from ray_app.evaluation.split import per_user_holdout
+from ray_app.models.base import Recommender
 from ray_app.registry.signing import SigningConfig
-from ray_app.registry.store import ModelVersion, Registry
-from ray_app.snapshots.protocol import committed_batches
-from ray_app.snapshots.read import snapshot_files
-from ray_app.training.interactions import FeedbackConfig, read_interactions
+from ray_app.registry.store import ModelVersion, Registry, write_item_metadata
+from ray_app.training.data import TrainingData, load_training_data
+from ray_app.training.fit import FitInputs, fit_and_evaluate
+from ray_app.training.interactions import FeedbackConfig
+from ray_app.training.tune import run_tune
 
 log = logging.getLogger(__name__)
+
+TUNE_VALIDATION_FRACTION = 0.125
+"""Share of each user's training rows held out to score tuning trials."""
 
 
 class ModelSpec(BaseModel):
@@ -27,7 +41,9 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    """Catalogue name (``ease``, ``itemknn``, ``popularity``, ``userknn``, ``two_tower``)."""
     config: dict[str, Any] = Field(default_factory=dict)
+    """Config overrides of the model's pydantic config."""
     tune: Path | None = None
     """Search-space YAML (``configs/tune/<model>.yaml``): tune with Ray Tune (ASHA) on a
     validation split of the training data first; the best config is what gets registered."""
@@ -41,7 +57,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     snapshot_dir: Path = Path("data/snapshots")
+    """Snapshot directory written by ingest."""
     registry: str = "data/registry"
+    """Registry root (local path or pyarrow filesystem URI)."""
     models: list[ModelSpec] = Field(
         default_factory=lambda: [
             ModelSpec(name="ease"),
@@ -50,19 +68,48 @@ class TrainConfig(BaseModel):
         ],
         min_length=1,
     )
+    """Models to train, evaluate and register."""
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    """How watches and ratings become interaction weights."""
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     """Per-user holdout fraction for offline evaluation."""
     k: int = Field(default=10, ge=1)
+    """Cut-off of the offline metrics."""
     seed: int = 42
+    """Seed of the holdout split (and of the tuning split, plus one)."""
     signing: SigningConfig = Field(default_factory=SigningConfig)
+    """How registered versions are signed."""
     catalog_dataset: str | None = "ml-100k"
-    """MovieLens dataset whose genres are stored beside the models for the diversity re-ranker
-    (None: none; the re-ranker then keeps relevance order)."""
+    """MovieLens dataset whose movies and user profiles are the models' item and user features
+    (and tuning's), and whose genres are stored beside the models for the diversity re-ranker
+    (None: no features, and the re-ranker keeps relevance order)."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """One model out of the training step, ready to register."""
+
+    name: str
+    model: Recommender[Any]
+    """Fitted on all the data (what serves)."""
+    metrics: dict[str, float]
+    """Holdout metrics of the same config fitted on the train split."""
+    metrics_by_group: dict[str, dict[str, float]]
+    tuning: dict[str, Any] | None = None
+    """The search space and best config, when the spec was tuned."""
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """What the manifest records beside the metrics."""
+        extra: dict[str, Any] = {"metrics_by_group": self.metrics_by_group}
+        if self.tuning is not None:
+            extra["tuning"] = self.tuning
+        return extra
 
 
 @dataclass
 class TrainResult:
+    """What :func:`run_training` did: the data it read and the versions it registered."""
+
     interactions: int
     users: int
     items: int
@@ -72,110 +119,96 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _fit_and_evaluate(
-    spec: ModelSpec,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    full: pd.DataFrame,
-    k: int,
-    catalog: list[str],
-    user_groups: pd.DataFrame | None = None,
-) -> tuple[Any, dict[str, float], dict[str, dict[str, float]]]:
-    """Fit on the train split, evaluate on the holdout (overall and per user group), then
-    refit on everything to serve."""
-    from ray_app.evaluation.offline import evaluate, evaluate_by_group
-    from ray_app.models.base import Interactions
-    from ray_app.models.catalog import build_model
-
-    train_i = Interactions.from_frame(train, item_ids=catalog)
-    model = build_model(spec.name, spec.config).fit(train_i)
-    metrics = evaluate(model, train_i, test, k=k)
-    groups = (
-        evaluate_by_group(model, train_i, test, user_groups, k=k) if user_groups is not None else {}
-    )
-    final = build_model(spec.name, spec.config).fit(Interactions.from_frame(full, item_ids=catalog))
-    return final, metrics, groups
-
-
-def _write_genres(registry: Registry, dataset: str, items: set[str]) -> pd.DataFrame | None:
-    """Store the catalogue's genres beside the models; return the dataset's user profiles."""
-    from ray_app.data.movielens import load
-    from ray_app.registry.store import write_item_metadata
-
-    try:
-        ml = load(dataset)
-    except Exception:  # no network and no cache: the re-ranker just keeps relevance order
-        log.warning(
-            "could not load %s for item genres; re-ranker will not diversify",
-            dataset,
-            exc_info=True,
+def tune_specs(
+    specs: Sequence[ModelSpec], train: pd.DataFrame, data: TrainingData, seed: int
+) -> list[tuple[ModelSpec, dict[str, Any] | None]]:
+    """Each spec with its search space tuned into its config (the ``tuning`` record, or None
+    when the spec names no search space)."""
+    out: list[tuple[ModelSpec, dict[str, Any] | None]] = []
+    for spec in specs:
+        if spec.tune is None:
+            out.append((spec, None))
+            continue
+        # Tune on a validation split carved from the training split, never from the holdout.
+        tr, va = per_user_holdout(train, test_fraction=TUNE_VALIDATION_FRACTION, seed=seed + 1)
+        best = run_tune(
+            spec.name,
+            spec.tune,
+            tr,
+            va,
+            num_samples=spec.tune_samples,
+            item_features=data.movies,
+            user_features=data.users,
         )
-        return None
-    movies = ml.movies[ml.movies["item_id"].isin(items)]
-    write_item_metadata(
-        registry, dict(zip(movies["item_id"], movies["genres"].map(list), strict=True))
+        tuned = ModelSpec(name=spec.name, config={**spec.config, **best})
+        out.append((tuned, {"space": str(spec.tune), "best": best}))
+    return out
+
+
+def train_models(
+    data: TrainingData,
+    specs: Sequence[ModelSpec],
+    *,
+    test_fraction: float,
+    k: int,
+    seed: int,
+) -> list[TrainedModel]:
+    """The training step: hold out ``test_fraction`` of each user's rows, tune the specs that
+    name a search space, then fit and evaluate every model in parallel as Ray tasks (refitted
+    on all the data to serve)."""
+    import ray
+
+    train, test = per_user_holdout(data.frame, test_fraction=test_fraction, seed=seed)
+    tuned = tune_specs(specs, train, data, seed)
+    inputs = FitInputs(
+        train=train,
+        test=test,
+        catalog=data.catalog,
+        k=k,
+        item_features=data.movies,
+        user_features=data.users,
+        user_groups=user_group_frame(train, data.users),
+        refit_on=data.frame,
     )
-    return ml.users
+    inputs_ref = ray.put(inputs)  # once, shared by every model's task
+    fit = ray.remote(fit_and_evaluate)
+    refs = [fit.remote(spec.name, spec.config, inputs_ref) for spec, _ in tuned]
+    out = []
+    for (spec, tuning), ref in zip(tuned, refs, strict=True):
+        fitted = ray.get(ref)
+        out.append(
+            TrainedModel(spec.name, fitted.model, fitted.metrics, fitted.metrics_by_group, tuning)
+        )
+    return out
 
 
 def run_training(config: TrainConfig) -> TrainResult:
     """Train, evaluate and register every model in ``config.models`` (in parallel on Ray)."""
-    import ray
-
-    from ray_app.evaluation.split import per_user_holdout
-
     t0 = time.monotonic()
-    files = snapshot_files(config.snapshot_dir)
-    frame = read_interactions(files, config.feedback)
-    catalog = sorted(frame["item_id"].unique().tolist())
-    train, test = per_user_holdout(frame, test_fraction=config.test_fraction, seed=config.seed)
-    batches = committed_batches(config.snapshot_dir)
-    snapshot = {
-        "dir": str(Path(config.snapshot_dir).resolve()),
-        "files": [str(p.relative_to(config.snapshot_dir)) for p in files],
-        "offset_ranges": [
-            {"topic": b.topic, "partition": b.partition, "first": b.first, "last": b.last}
-            for b in batches
-        ],
-        "interactions": len(frame),
-        "feedback": config.feedback.model_dump(mode="json"),
-    }
-    tuning: dict[str, dict[str, Any]] = {}
-    specs: list[ModelSpec] = []
-    for spec in config.models:
-        if spec.tune is None:
-            specs.append(spec)
-            continue
-        from ray_app.training.tune import run_tune
-
-        # Tune on a validation split carved from the training split, never from the holdout.
-        tr, va = per_user_holdout(train, test_fraction=0.125, seed=config.seed + 1)
-        best = run_tune(spec.name, spec.tune, tr, va, num_samples=spec.tune_samples)
-        tuning[spec.name] = {"space": str(spec.tune), "best": best}
-        specs.append(ModelSpec(name=spec.name, config={**spec.config, **best}))
-    from ray_app.evaluation.offline import user_group_frame
-
+    data = load_training_data(config.snapshot_dir, config.feedback, config.catalog_dataset)
     registry = Registry(config.registry, config.signing)
-    users_meta = None
-    if config.catalog_dataset:
-        users_meta = _write_genres(registry, config.catalog_dataset, set(catalog))
-    groups = ray.put(user_group_frame(train, users_meta))
-    fit = ray.remote(_fit_and_evaluate)
-    refs = {
-        spec.name: fit.remote(
-            spec, ray.put(train), ray.put(test), ray.put(frame), config.k, catalog, groups
+    if data.movies is not None:
+        _write_genres(registry, data.movies, set(data.catalog))
+    trained = train_models(
+        data, config.models, test_fraction=config.test_fraction, k=config.k, seed=config.seed
+    )
+    result = TrainResult(
+        len(data.frame), data.frame["user_id"].nunique(), len(data.catalog), data.files
+    )
+    for t in trained:
+        mv = registry.register(
+            t.model, metrics=t.metrics, snapshot=data.provenance, extra=t.manifest_extra()
         )
-        for spec in specs
-    }
-    result = TrainResult(len(frame), frame["user_id"].nunique(), len(catalog), len(files))
-    for name, ref in refs.items():
-        model, metrics, groups = ray.get(ref)
-        extra: dict[str, Any] = {"metrics_by_group": groups}
-        if name in tuning:
-            extra["tuning"] = tuning[name]
-        mv = registry.register(model, metrics=metrics, snapshot=snapshot, extra=extra)
-        log.info("registered %s %s: %s", name, mv.version, json.dumps(metrics))
+        log.info("registered %s %s: %s", t.name, mv.version, json.dumps(t.metrics))
         result.versions.append(mv)
-        result.metrics[name] = metrics
+        result.metrics[t.name] = t.metrics
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _write_genres(registry: Registry, movies: pd.DataFrame, items: set[str]) -> None:
+    """Store the catalogue's genres beside the models, for the serving re-ranker."""
+    movies = movies[movies["item_id"].isin(items)]
+    write_item_metadata(
+        registry, dict(zip(movies["item_id"], movies["genres"].map(list), strict=True))
+    )

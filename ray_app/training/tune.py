@@ -12,9 +12,10 @@ A search-space file (``configs/tune/<model>.yaml``) declares what to search::
     scheduler: {max_t: 1, grace_period: 1, reduction_factor: 2}
 
 Each trial fits the model on the train frame and reports full-ranking metrics on the
-validation frame (:func:`ray_app.evaluation.offline.evaluate`). Iterative models
-(``two_tower``) report after every epoch, so ASHA stops poor trials early; the others report
-once, which makes ASHA a plain random search over ``num_samples`` trials.
+validation frame, through :func:`ray_app.training.fit.fit_and_evaluate` like the train job.
+Models that are :class:`~ray_app.models.base.EpochTrainable` report after every epoch, so ASHA
+stops poor trials early; the others report once, which makes ASHA a plain random search over
+``num_samples`` trials.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ray_app.config import load_config
-from ray_app.evaluation.offline import evaluate
-from ray_app.models.base import Interactions
-from ray_app.models.catalog import build_model, model_class
+from ray_app.config import ConfigError, load_config
+from ray_app.models.base import EpochTrainable
+from ray_app.models.catalog import model_class
+from ray_app.training.fit import FitInputs, fit_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,17 @@ Param = Annotated[Choice | Uniform | RandInt, Field(discriminator="type")]
 
 
 class AshaConfig(BaseModel):
-    """ASHA settings; ``max_t`` is in reports (epochs for two_tower, 1 for one-shot models)."""
+    """ASHA settings; ``max_t`` is in reports (epochs for an epoch-trainable model, 1 for
+    one-shot models)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_t: int = Field(default=1, ge=1)
+    """Most reports a trial may make."""
     grace_period: int = Field(default=1, ge=1)
+    """Reports every trial makes before it may be stopped."""
     reduction_factor: float = Field(default=2.0, gt=1.0)
+    """Keep one trial in this many at each rung."""
 
 
 class TuneSpaceConfig(BaseModel):
@@ -99,11 +104,18 @@ class TuneSpaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None
+    """The model this space is for (checked against the model asked for)."""
     metric: str = "ndcg@10"
+    """Validation metric to maximise (a key of ``evaluate``'s result); an explicit
+    ``metric`` argument or ``--metric`` overrides it."""
     num_samples: int = Field(default=8, ge=1)
+    """Trials."""
     fixed: dict[str, Any] = Field(default_factory=dict)
+    """Config values every trial shares."""
     space: dict[str, Param] = Field(default_factory=dict)
+    """Config values sampled per trial."""
     scheduler: AshaConfig = Field(default_factory=AshaConfig)
+    """ASHA early-stopping settings."""
     seed: int = 0
     """Seeds the search (which configs are sampled)."""
 
@@ -115,7 +127,7 @@ def load_space(path: str | Path) -> TuneSpaceConfig:
 
 def _check_fields(model_name: str, space: TuneSpaceConfig) -> None:
     if space.model is not None and space.model != model_name:
-        raise ValueError(
+        raise ConfigError(
             f"the search space is for model {space.model!r} but {model_name!r} was asked for; "
             f"use configs/tune/{model_name}.yaml or fix 'model:' in the file"
         )
@@ -123,13 +135,13 @@ def _check_fields(model_name: str, space: TuneSpaceConfig) -> None:
     for where, keys in (("space", space.space), ("fixed", space.fixed)):
         unknown = sorted(set(keys) - fields)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{where} key(s) {unknown} are not {model_name} config fields; "
                 f"valid fields are: {', '.join(sorted(fields))}"
             )
     both = sorted(set(space.space) & set(space.fixed))
     if both:
-        raise ValueError(f"{both} are both fixed and searched; keep each in one of the two")
+        raise ConfigError(f"{both} are both fixed and searched; keep each in one of the two")
 
 
 def _domain(p: Choice | Uniform | RandInt) -> Any:
@@ -143,38 +155,17 @@ def _domain(p: Choice | Uniform | RandInt) -> Any:
     return (tune.lograndint if p.type == "lograndint" else tune.randint)(p.low, p.high + 1)
 
 
-def _trainable(
-    config: dict[str, Any],
-    *,
-    model_name: str,
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    catalogue: list[str],
-    item_features: pd.DataFrame | None,
-    user_features: pd.DataFrame | None,
-    k: int,
-) -> None:
-    """One trial: fit on ``train``, report validation metrics (per epoch when iterative)."""
+def _trainable(config: dict[str, Any], *, model_name: str, inputs: FitInputs) -> None:
+    """One trial: fit on the train frame and report validation metrics, after every epoch for
+    an :class:`EpochTrainable` model, else once."""
     from ray import tune
 
-    inter = Interactions.from_frame(
-        train,
-        weight_col="weight" if "weight" in train.columns else None,
-        item_ids=catalogue,
-        item_features=item_features,
-        user_features=user_features,
-    )
-    model = build_model(model_name, config)
-    if model_name == "two_tower":
+    def report_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "epoch": epoch})
 
-        def report(epoch: int, metrics: dict[str, float], m: Any) -> None:
-            result = evaluate(m, inter, valid, k=k)
-            tune.report({**result, "epoch": epoch, "loss": metrics["loss"]})
-
-        model.fit(inter, epoch_callback=report)  # type: ignore[call-arg]
-    else:
-        model.fit(inter)
-        tune.report(evaluate(model, inter, valid, k=k))
+    fitted = fit_and_evaluate(model_name, config, inputs, on_epoch=report_epoch)
+    if not isinstance(fitted.model, EpochTrainable):
+        tune.report(fitted.metrics)
 
 
 @dataclass(frozen=True)
@@ -229,11 +220,11 @@ def search(
         k = int(metric.split("@")[1]) if "@" in metric else 10
     samples = num_samples if num_samples is not None else space.num_samples
     if samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {samples}")
+        raise ConfigError(f"num_samples must be a positive integer, got {samples}")
     for name, frame in (("train_frame", train_frame), ("valid_frame", valid_frame)):
         for col in ("user_id", "item_id"):
             if col not in frame.columns:
-                raise ValueError(
+                raise ConfigError(
                     f"{name} has no column {col!r} (it has {list(frame.columns)}); rename it"
                 )
     catalogue = pd.unique(
@@ -244,12 +235,14 @@ def search(
         tune.with_parameters(
             _trainable,
             model_name=model_name,
-            train=train_frame,
-            valid=valid_frame,
-            catalogue=catalogue,
-            item_features=item_features,
-            user_features=user_features,
-            k=k,
+            inputs=FitInputs(
+                train=train_frame,
+                test=valid_frame,
+                catalog=catalogue,
+                k=k,
+                item_features=item_features,
+                user_features=user_features,
+            ),
         ),
         {"cpu": cpus_per_trial},
     )
@@ -313,11 +306,12 @@ def run_tune(
     train_frame: pd.DataFrame,
     valid_frame: pd.DataFrame,
     num_samples: int | None = None,
-    metric: str = "ndcg@10",
+    metric: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """The best config :func:`search` finds (``fixed`` values merged with the best sampled
-    ones), ready for ``build_model(model_name, best)``."""
+    ones), ready for ``build_model(model_name, best)``; ``metric`` defaults to the search
+    space's."""
     return search(
         model_name, space_config, train_frame, valid_frame, num_samples, metric, **kwargs
     ).best_config
