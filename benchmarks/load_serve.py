@@ -66,6 +66,7 @@ def bare_app(registry: str, diversity: float, weights: dict[str, float]) -> Any:
     from fastapi import FastAPI
     from fastapi.responses import PlainTextResponse
 
+    from ray_app.models.base import FallbackRanker
     from ray_app.registry.store import Registry, read_item_metadata
     from ray_app.serving.reranker import mmr
     from ray_app.serving.router import assign
@@ -73,6 +74,8 @@ def bare_app(registry: str, diversity: float, weights: dict[str, float]) -> Any:
     reg = Registry(registry)
     models = {"A": reg.load("itemknn")[0], "B": reg.load("popularity")[0]}
     fallback = models["B"]
+    if not isinstance(fallback, FallbackRanker):
+        raise TypeError(f"the fallback model {fallback.name!r} has no FallbackRanker capability")
     genres = read_item_metadata(reg)
     app = FastAPI()
 
@@ -83,7 +86,7 @@ def bare_app(registry: str, diversity: float, weights: dict[str, float]) -> Any:
         rec = models[variant].recommend([user_id], k=pool, exclude_seen=True)
         items = list(rec.items[0])
         if len(items) < pool:
-            items += fallback.top_items(pool - len(items), exclude=set(items))  # type: ignore[attr-defined]
+            items += fallback.top_items(pool - len(items), exclude=set(items))
         return PlainTextResponse(",".join(mmr(items, genres, k, diversity)))
 
     return app
@@ -110,7 +113,7 @@ SERVE_MODES: dict[str, dict[str, str]] = {
 async def open_loop(url: str, rate: float, duration: float, users: int) -> dict[str, Any]:
     """Send ``rate`` req/s for ``duration`` s to distinct users; latency from scheduled time.
 
-    aiohttp rather than httpx: it costs about a third of the CPU per request, and the
+    aiohttp rather than httpx: it costs less CPU per request (BENCHMARKS.md), and the
     generator shares the cores with the server under test.
     """
     import aiohttp
@@ -235,8 +238,8 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from ray_app.cli import start_serving
         from ray_app.serving.config import ServeArgs, VariantSpec
+        from ray_app.serving.run import start_serving
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         port = free_port()

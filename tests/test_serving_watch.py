@@ -7,23 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
+from helpers import interactions, wait_until
 
-from ray_app.models.base import Interactions
 from ray_app.models.popularity import Popularity
 from ray_app.registry.store import Registry
+from ray_app.serving.app import build_app
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.watch import RegistryWatcher
 
 
 def _model(seed: int) -> Popularity:
     rng = np.random.default_rng(seed)
-    rows = [(f"u{u}", f"m{i}") for u in range(30) for i in rng.choice(20, size=5, replace=False)]
-    return Popularity().fit(
-        Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id"]))
-    )
+    pairs = [(f"u{u}", f"m{i}") for u in range(30) for i in rng.choice(20, size=5, replace=False)]
+    return Popularity().fit(interactions(pairs))
 
 
 def tampered_version(reg: Registry, tmp: Path, seed: int) -> str:
@@ -91,22 +89,19 @@ def test_follows_an_alias_not_every_registration(tmp_path: Path) -> None:
 
 
 def test_background_thread_picks_up_a_new_version(tmp_path: Path) -> None:
-    import time
-
     reg = Registry(tmp_path / "reg")
     reg.register(_model(1))
     slot = Slot(reg, "latest")
     slot.watcher.configure(0.05)
     try:
-        time.sleep(0.3)
+        # the first poll only records the starting point; a version registered after it moves
+        wait_until(lambda: slot.watcher.last_check is not None, timeout=10, interval=0.02)
         v2 = reg.register(_model(2)).version
-        deadline = time.monotonic() + 10
-        while slot.version != v2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert slot.version == v2
+        wait_until(lambda: slot.version == v2, timeout=10, interval=0.05, what="the switch")
+        assert slot.watcher.running
     finally:
         slot.watcher.configure(0)
-    assert slot.watcher._thread is None
+    assert not slot.watcher.running
 
 
 def test_unreadable_registry_is_reported_not_raised(tmp_path: Path) -> None:
@@ -121,3 +116,6 @@ def test_serve_config_yaml_is_valid() -> None:
     doc = yaml.safe_load(Path("serve_config.yaml").read_text())
     args = ServeArgs.model_validate(doc["applications"][0]["args"])
     assert {v.name: v.follow for v in args.variants}["A"] == "production"
+    ingress: Any = build_app(args)._bound_deployment  # what `serve deploy` runs, not started
+    router = ingress.init_kwargs["router"]._bound_deployment
+    assert router.user_config["weights"] == {"A": 0.9, "B": 0.1, "canary": 0.0}

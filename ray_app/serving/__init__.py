@@ -1,1 +1,2 @@
-"""The Ray Serve application: FastAPI ingress → recommenders, with a popularity fallback."""
+"""The Ray Serve application: FastAPI ingress → A/B router → recommenders, with a fallback
+model (``ServeArgs.fallback_model``) for whatever a variant cannot answer."""

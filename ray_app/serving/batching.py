@@ -1,14 +1,12 @@
 """Adaptive request batching: no added delay when idle, large batches when busy.
 
 ``@serve.batch`` forms a batch as soon as its wait timeout ends, *before* a concurrency slot is
-free, so with a zero timeout every request becomes its own batch and then queues for a slot
-(measured: batch size 1 at 130 req/s, 290 ms of queueing). A positive timeout instead taxes
-every request at low load. This batcher waits for a free slot first and only then takes
-everything queued: one request alone goes out at once, and while ``max_in_flight`` batches
-are busy downstream, arrivals pile up and leave together as the next batch (the same idea as
-Nagle's algorithm or Triton's dynamic batcher with zero delay).
-
-Measured with HAProxy mode on 2 cores (BENCHMARKS.md): closed-loop saturation 119 → 346 req/s.
+free, so with a zero timeout every request becomes its own batch and then queues for a slot;
+a positive timeout instead taxes every request at low load. This batcher waits for a free slot
+first and only then takes everything queued: one request alone goes out at once, and while
+``max_in_flight`` batches are busy downstream, arrivals pile up and leave together as the next
+batch (the same idea as Nagle's algorithm or Triton's dynamic batcher with zero delay). What
+each choice measured is in BENCHMARKS.md.
 """
 
 from __future__ import annotations

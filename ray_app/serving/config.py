@@ -1,13 +1,20 @@
-"""Arguments of the Serve application (the ``args`` block in ``serve_config.yaml``)."""
+"""Arguments of the Serve application (the ``args`` block in ``serve_config.yaml``), and the
+validation every deployment's ``reconfigure`` applies to its ``user_config``."""
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ray_app.config import ConfigError
 from ray_app.registry.signing import SigningConfig
+
+log = logging.getLogger("ray.serve")
+M = TypeVar("M", bound=BaseModel)
 
 INTERNAL_DEPLOYMENT: dict[str, Any] = {
     "num_replicas": 1,
@@ -23,7 +30,7 @@ INTERNAL_DEPLOYMENT: dict[str, Any] = {
 class VariantSpec(BaseModel):
     """One A/B slot: a registry model (and optional pinned version) with a traffic weight."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$")
     """Slot name (``A``, ``B``, …); also the deployment name suffix."""
@@ -37,25 +44,25 @@ class VariantSpec(BaseModel):
     ``/admin`` switches and ``POST /admin/reload`` change the version."""
     weight: float = Field(default=1.0, ge=0.0)
     """Relative share of users assigned to this slot."""
-    fault_injection: dict[str, float | bool] = Field(default_factory=dict)
-    """Test-only, off by default: ``{"raise": true}`` or ``{"sleep_s": 2.0}`` in this slot's
-    ModelServer (proves the fallback path); never set it in production configs."""
 
 
 class ApiKey(BaseModel):
     """A credential for the admin API, stored only as the SHA-256 of the bearer token."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str
+    """Who is calling (written to the audit log with every change)."""
     role: Literal["admin", "reader"]
+    """``admin`` may change things; ``reader`` may list variants and read traces."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 hex of the bearer token."""
 
 
 class ServeArgs(BaseModel):
     """What the app serves. Validated when the app is built, so a bad config fails at deploy."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     registry: str = Field(
         default_factory=lambda: os.environ.get("RAY_APP_REGISTRY", "data/registry")
@@ -72,6 +79,7 @@ class ServeArgs(BaseModel):
     fallback_model: str = "popularity"
     """Registry name of the cheap model that answers when a variant cannot."""
     default_k: int = Field(default=20, ge=1, le=100)
+    """List length when a request does not give ``k``."""
     deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
     """Per-call deadline for a variant; past it the fallback answers."""
     watch_interval_s: float = Field(default=30.0, ge=0.0)
@@ -99,6 +107,7 @@ class ServeArgs(BaseModel):
     trace_size: int = Field(default=10_000, ge=1)
     """Recent answers kept for ``GET /trace/{request_id}``."""
     signing: SigningConfig = Field(default_factory=SigningConfig)
+    """How replicas verify registry signatures."""
 
     @model_validator(mode="after")
     def _default_variant(self) -> ServeArgs:
@@ -110,3 +119,39 @@ class ServeArgs(BaseModel):
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one variant needs a positive weight")
         return self
+
+
+def _user_config_error(deployment: str, exc: ValidationError) -> ConfigError:
+    """One line naming the deployment, each bad field and what was wrong with it."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError(
+        f"{deployment} user_config: {'; '.join(parts)}; fix it in serve_config.yaml's "
+        "deployments section or the ServeArgs it was built from"
+    )
+
+
+def updated_config(
+    current: M | None,
+    config_class: type[M],
+    user_config: Mapping[str, Any] | None,
+    deployment: str,
+    context: dict[str, Any] | None = None,
+) -> M:
+    """Validate a ``user_config`` for ``reconfigure``.
+
+    At start (``current`` is None) an invalid one raises :class:`ConfigError`, so the deploy
+    fails and ``serve status`` names the field. On a live update it is refused and logged and
+    ``current`` is returned: a replica failing ``reconfigure`` would be replaced by ones that
+    cannot start either, taking the deployment down over a typo.
+    """
+    try:
+        return config_class.model_validate(dict(user_config or {}), context=context)
+    except ValidationError as exc:
+        err = _user_config_error(deployment, exc)
+        if current is None:
+            raise err from None
+        log.error("%s; keeping %s", err, current)
+        return current

@@ -8,9 +8,10 @@ Routes: ``GET /recommend/{user_id}`` (text line, or JSON with ``?format=json``),
 # of route parameters, which Serve re-binds on the replica class.
 
 import logging
+import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -20,10 +21,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
+from ray_app.events.reco import served_reco_event
 from ray_app.serving import security
+from ray_app.serving.answer import Answer
 from ray_app.serving.batching import AdaptiveBatcher
-from ray_app.serving.config import ServeArgs
-from ray_app.serving.provenance import RecoLogger, TraceStore, reco_event
+from ray_app.serving.config import ApiKey, ServeArgs, updated_config
+from ray_app.serving.last_resort import LastResort
+from ray_app.serving.provenance import RecoLogger, TraceStore
 from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
 
 log = logging.getLogger("ray.serve")
@@ -31,7 +35,8 @@ log = logging.getLogger("ray.serve")
 audit = logging.getLogger("ray.serve.audit")
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
-REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 VARIANT_PATTERN = r"^[A-Za-z0-9_\-]{1,32}$"
 
 api = FastAPI(
@@ -39,15 +44,15 @@ api = FastAPI(
     description=(
         "`GET /recommend/{user_id}` answers one line of comma-separated movie ids, best first "
         "(the course platforms' contract); `?format=json` adds variant, model, version and "
-        "request id. It always answers: a failing or slow variant is replaced by the popularity "
-        "fallback. Requests are rate-limited per key (429 with `Retry-After`). `/admin/...` "
+        "request id. It always answers: a failing or slow variant is replaced by the fallback "
+        "model. Requests are rate-limited per key (429 with `Retry-After`). `/admin/...` "
         "routes need a bearer token with the `admin` role (`reader` may list and trace)."
     ),
     version="0.2.0",
 )
 bearer = HTTPBearer(auto_error=False, description="API key (stored server-side as SHA-256).")
 
-# Key store and last-resort popular list live in ``security.STATE`` (see ReplicaState for why).
+# The key store lives in ``security.STATE`` (see ReplicaState for why).
 
 
 def _principal(
@@ -100,13 +105,61 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
+def _request_id(request: Request) -> str:
+    """Serve's id of this request, which its middleware also returns as ``X-Request-ID`` (the
+    client's own header when it sent a usable one); a fresh id when there is none."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 @api.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    """Last line of defence: a recommendation request still gets a (popular) answer, not a 5xx."""
+    """No 5xx: a recommendation route answers its own errors from its last-resort list
+    (:meth:`Ingress.recommend`), so whatever reaches here is refused as a bad request."""
     log.exception("unexpected error on %s", request.url.path, exc_info=exc)
-    if request.url.path.startswith("/recommend/"):
-        return PlainTextResponse(",".join(security.STATE.last_resort[:20]))
     return JSONResponse({"detail": "request could not be processed"}, status_code=400)
+
+
+class IngressSettings(BaseModel):
+    """What the ingress fixes at start: its part of :class:`ServeArgs` (validated there, and
+    documented there under the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    default_k: int
+    """List length when a request does not give ``k``."""
+    fallback_model: str
+    """Registry name of the fallback model; its full lists become the last-resort answer."""
+    rate_limit_per_min: int
+    """Token-bucket limit per key."""
+    rate_limit_key: Literal["user", "api_key", "client"]
+    """What a bucket is keyed by."""
+    api_keys: list[ApiKey]
+    """Admin API keys (hashed), merged with the ones from the environment."""
+    kafka_bootstrap_servers: str
+    """Where reco events go; empty disables sending them."""
+    reco_topic: str
+    """JSON-dialect reco topic."""
+    reco_buffer: int
+    """Bound of the in-memory reco-event buffer."""
+    trace_size: int
+    """Recent answers kept for ``GET /trace/{request_id}``."""
+
+    @classmethod
+    def from_args(cls, args: ServeArgs) -> Self:
+        """The ingress's part of the app's arguments."""
+        return cls.model_validate(args.model_dump(include=set(cls.model_fields)))
+
+
+class IngressConfig(BaseModel):
+    """The ingress's ``user_config``: how requests are batched to the router."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    """Most requests handed to the router in one call."""
+    max_batches_in_flight: int = Field(default=2, ge=1, le=64)
+    """Batches kept at the router at once; arrivals meanwhile form the next one."""
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
@@ -115,23 +168,26 @@ class Ingress:
     """Validates, rate-limits and logs requests; the router does assignment and ranking."""
 
     def __init__(
-        self, router: DeploymentHandle, fallback: DeploymentHandle, args: ServeArgs
+        self, router: DeploymentHandle, fallback: DeploymentHandle, settings: IngressSettings
     ) -> None:
         self.router = router
         self.fallback = fallback
-        self.default_k = args.default_k
-        self.limit_key = args.rate_limit_key
-        security.STATE.keys = KeyStore(args.api_keys)
+        self.default_k = settings.default_k
+        self.limit_key = settings.rate_limit_key
+        security.STATE.keys = KeyStore(settings.api_keys)
         if not len(security.STATE.keys):
             log.warning("no admin API keys configured: /admin routes will answer 401")
-        self.limiter = RateLimiter(args.rate_limit_per_min)
+        self.limiter = RateLimiter(settings.rate_limit_per_min)
+        self.last_resort = LastResort(settings.fallback_model, min_items=settings.default_k)
+        self.batching: IngressConfig | None = None
         # Requests that arrive while earlier batches are with the router leave together: the
-        # chain behind the router is then paid once per batch, not once per request.
-        self.batcher: AdaptiveBatcher[tuple[str, int], dict[str, Any]] = AdaptiveBatcher(
-            self._route_many, args.max_batch_size, args.max_batches_in_flight
+        # chain behind the router is then paid once per batch, not once per request. The
+        # limits are set by reconfigure().
+        self.batcher: AdaptiveBatcher[tuple[str, int], Answer] = AdaptiveBatcher(self._route_many)
+        self.reco_log = RecoLogger(
+            settings.kafka_bootstrap_servers, settings.reco_topic, settings.reco_buffer
         )
-        self.reco_log = RecoLogger(args.kafka_bootstrap_servers, args.reco_topic, args.reco_buffer)
-        self.traces = TraceStore(args.trace_size)
+        self.traces = TraceStore(settings.trace_size)
         tags: Any = ("variant", "model_version")  # Ray annotates tag_keys as a 1-tuple
         self.m_requests = Counter(
             "app_requests", description="Recommendation answers.", tag_keys=tags
@@ -149,7 +205,7 @@ class Ingress:
         )
         self.m_errors = Counter(
             "app_errors",
-            description="Requests where the router failed and the ingress answered on its own.",
+            description="Requests the ingress answered on its own, by the stage that failed.",
             tag_keys=("stage",),
         )
         self.m_limited = Counter(
@@ -159,15 +215,22 @@ class Ingress:
             "app_reco_log_dropped", description="Reco events not sent to Kafka."
         )
 
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops: hand what the producer holds to Kafka.
+        reco_log = getattr(self, "reco_log", None)  # absent if __init__ failed
+        if reco_log is not None:
+            reco_log.close()
+
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """``{"max_batch_size": int, "max_batches_in_flight": int}`` for router batching."""
+        """Apply an :class:`IngressConfig` (router batching)."""
+        self.batching = updated_config(self.batching, IngressConfig, user_config, "Ingress")
         self.batcher.configure(
-            max_batch_size=user_config.get("max_batch_size"),
-            max_in_flight=user_config.get("max_batches_in_flight"),
+            max_batch_size=self.batching.max_batch_size,
+            max_in_flight=self.batching.max_batches_in_flight,
         )
 
-    async def _route_many(self, requests: list[tuple[str, int]]) -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = await self.router.route_batch.remote(
+    async def _route_many(self, requests: list[tuple[str, int]]) -> list[Answer]:
+        answers: list[Answer] = await self.router.route_batch.remote(
             [u for u, _ in requests], [k for _, k in requests]
         )
         return answers
@@ -229,51 +292,66 @@ class Ingress:
                 status_code=429,
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
-        request_id = uuid.uuid4().hex
         kk = k or self.default_k
         try:
-            ans: dict[str, Any] = await self.batcher.submit((user_id, kk))
-            if ans["model"] == "popularity" and len(ans["items"]) >= 20:
-                security.STATE.last_resort = list(ans["items"])
+            rid = _request_id(request)
+            return await self._answer(user_id, kk, rid, json_body=format == "json", t0=t0)
+        except Exception:
+            # Last line of defence: a recommendation request still gets the last full fallback list.
+            log.exception("ingress failed for %s; last-resort list", user_id)
+            self.m_errors.inc(tags={"stage": "ingress"})
+            return PlainTextResponse(",".join(self.last_resort.items(kk)))
+
+    async def _answer(
+        self, user_id: str, k: int, request_id: str, *, json_body: bool, t0: float
+    ) -> Response:
+        try:
+            ans: Answer = await self.batcher.submit((user_id, k))
         except Exception:
             log.exception("router failed for %s; ingress fallback", user_id)
             self.m_errors.inc(tags={"stage": "router"})
-            ans = {"items": [], "variant": None, "fallback": True, "reason": "router_error"}
-            try:
-                fb = await self.fallback.recommend.remote(user_id, kk)
-                ans.update(items=fb["items"], model=fb["model"], version=fb["version"])
-            except Exception:
-                self.m_errors.inc(tags={"stage": "fallback"})
-                ans["items"] = security.STATE.last_resort[:kk]
-        items: list[str] = list(ans["items"])
-        latency_ms = (time.perf_counter() - t0) * 1000
-        tags = {"variant": str(ans.get("variant")), "model_version": str(ans.get("version"))}
+            ans = await self._fallback(user_id, k)
+        self.last_resort.offer(ans)
+        latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+        ans = ans.model_copy(
+            update={"user_id": user_id, "request_id": request_id, "latency_ms": latency_ms}
+        )
+        tags = {"variant": str(ans.variant), "model_version": str(ans.model_version)}
         self.m_requests.inc(tags=tags)
         self.m_latency.observe(latency_ms, tags=tags)
-        if ans.get("fallback"):
-            self.m_fallbacks.inc(tags={**tags, "reason": str(ans.get("reason"))})
-        event = reco_event(request_id, user_id, ans, items, latency_ms)
-        self.traces.put(request_id, event)
+        if ans.fallback:
+            self.m_fallbacks.inc(tags={**tags, "reason": str(ans.fallback_reason)})
+        event = served_reco_event(
+            user_id=user_id,
+            items=ans.items,
+            variant=ans.variant,
+            model=ans.model,
+            version=ans.model_version,
+            latency_ms=latency_ms,
+            request_id=request_id,
+        )
+        self.traces.put(ans, event)
         if self.reco_log.enabled and not self.reco_log.log(event):
             self.m_dropped.inc()
-        headers = {"X-Request-Id": request_id}
-        if format == "json":
-            return JSONResponse(
-                {
-                    "user_id": user_id,
-                    "items": items,
-                    "variant": ans.get("variant"),
-                    "model": ans.get("model"),
-                    "model_version": ans.get("version"),
-                    "known_user": bool(ans.get("known_user")),
-                    "fallback": bool(ans.get("fallback")),
-                    "fallback_reason": ans.get("reason"),
-                    "request_id": request_id,
-                    "latency_ms": round(latency_ms, 3),
-                },
-                headers=headers,
-            )
-        return PlainTextResponse(",".join(items), headers=headers)
+        if json_body:
+            return Response(ans.model_dump_json(), media_type="application/json")
+        return PlainTextResponse(",".join(ans.items))
+
+    async def _fallback(self, user_id: str, k: int) -> Answer:
+        """The fallback model's answer when the router failed; the last-resort list if it
+        failed too."""
+        update: dict[str, Any] = {
+            "variant": None,
+            "known_user": False,
+            "fallback": True,
+            "fallback_reason": "router_error",
+        }
+        try:
+            fb: Answer = await self.fallback.recommend.remote(user_id, k)
+            return fb.model_copy(update=update)
+        except Exception:
+            self.m_errors.inc(tags={"stage": "fallback"})
+            return Answer.model_validate({**update, "items": self.last_resort.items(k)})
 
     @api.get("/trace/{request_id}")
     async def trace(

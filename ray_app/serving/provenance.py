@@ -1,20 +1,28 @@
-"""Provenance: reco events to Kafka through a bounded, non-blocking buffer; recent-answer traces."""
+"""Provenance: reco events to Kafka through a bounded, non-blocking buffer; recent-answer traces.
+
+The events themselves are built by :func:`ray_app.events.reco.served_reco_event` and encoded by
+:func:`ray_app.events.json_dialect.format_json`, so ``ray-app ingest --dialect json`` lands them
+in the snapshots and online evaluation reads them like any other reco event.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import queue
 import threading
-import time
 from collections import OrderedDict
 from typing import Any
+
+from ray_app.events.json_dialect import format_json
+from ray_app.events.model import RecoEvent
+from ray_app.serving.answer import Answer
 
 log = logging.getLogger("ray.serve")
 
 
 class RecoLogger:
-    """Queues reco events and sends them to Kafka from a background thread.
+    """Queues reco events and sends them, JSON-dialect encoded, to Kafka from a background thread.
 
     ``log()`` never blocks: when the buffer is full (Kafka slow or down) the event is dropped and
     counted in ``dropped``. The producer is created lazily and re-created with back-off, so a
@@ -25,7 +33,7 @@ class RecoLogger:
     def __init__(self, bootstrap_servers: str, topic: str, maxsize: int = 10_000) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
-        self.buffer: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
+        self.buffer: queue.Queue[RecoEvent] = queue.Queue(maxsize=maxsize)
         self.sent = 0
         self.dropped = 0
         self._stop = threading.Event()
@@ -36,9 +44,10 @@ class RecoLogger:
 
     @property
     def enabled(self) -> bool:
+        """Whether events are sent at all (bootstrap servers configured)."""
         return bool(self.bootstrap_servers)
 
-    def log(self, event: dict[str, Any]) -> bool:
+    def log(self, event: RecoEvent) -> bool:
         """Enqueue ``event``; False (and counted) if dropped because the buffer is full."""
         if not self.enabled:
             return False
@@ -54,7 +63,6 @@ class RecoLogger:
 
         return KafkaProducer(
             bootstrap_servers=self.bootstrap_servers.split(","),
-            value_serializer=lambda v: json.dumps(v, separators=(",", ":")).encode(),
             linger_ms=20,
             acks=1,
             max_block_ms=2000,  # bounds how long send() may wait for metadata in this thread
@@ -79,7 +87,13 @@ class RecoLogger:
             except queue.Empty:
                 continue
             try:
-                producer.send(self.topic, event).add_errback(self._on_error)
+                value = format_json(event)
+            except (TypeError, ValueError) as exc:  # not encodable: retrying cannot help
+                self.dropped += 1
+                log.warning("reco logger: cannot encode %r: %s", event, exc)
+                continue
+            try:
+                producer.send(self.topic, value).add_errback(self._on_error)
                 self.sent += 1
             except Exception as exc:
                 self.dropped += 1
@@ -102,6 +116,7 @@ class RecoLogger:
         log.warning("reco logger: delivery failed: %r", exc)
 
     def stats(self) -> dict[str, Any]:
+        """Counters for ``/healthz``."""
         return {
             "enabled": self.enabled,
             "topic": self.topic,
@@ -111,6 +126,7 @@ class RecoLogger:
         }
 
     def close(self) -> None:
+        """Stop the sender thread after flushing what the producer holds."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -121,42 +137,29 @@ class TraceStore:
 
     def __init__(self, maxsize: int = 10_000) -> None:
         self.maxsize = maxsize
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Answer, RecoEvent]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, request_id: str, record: dict[str, Any]) -> None:
+    def put(self, answer: Answer, event: RecoEvent) -> None:
+        """Keep ``answer`` and its reco event under the answer's ``request_id``."""
+        if answer.request_id is None:
+            raise ValueError("an answer needs a request_id to be traced")
         with self._lock:
-            self._items[request_id] = record
-            self._items.move_to_end(request_id)
+            self._items[answer.request_id] = (answer, event)
+            self._items.move_to_end(answer.request_id)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
 
     def get(self, request_id: str) -> dict[str, Any] | None:
+        """The answer's fields plus the reco event's (``server``, ``status``, ``ts``…), or None.
+
+        Built on read, not on put: traces are rare and answers are not.
+        """
         with self._lock:
-            return self._items.get(request_id)
-
-
-def reco_event(
-    request_id: str, user_id: str, answer: dict[str, Any], items: list[str], latency_ms: float
-) -> dict[str, Any]:
-    """The reco event (Kafka JSON and trace record) for one answer.
-
-    It is a valid JSON-dialect ``reco_responses`` record (``server``, ``status``, ``items``,
-    ``latency_ms``, ``ts``), so ``ray-app ingest --dialect json`` lands it in the snapshots;
-    ``server`` carries ``<variant>@<model>:<version>``, which online evaluation reads.
-    """
-    return {
-        "request_id": request_id,
-        "user_id": user_id,
-        "server": f"{answer.get('variant')}@{answer.get('model')}:{answer.get('version')}",
-        "status": 200,
-        "model_version": answer.get("version"),
-        "variant": answer.get("variant"),
-        "model": answer.get("model"),
-        "version": answer.get("version"),
-        "items": items,
-        "fallback": bool(answer.get("fallback")),
-        "reason": answer.get("reason"),
-        "latency_ms": round(latency_ms, 3),
-        "ts": time.time(),
-    }
+            found = self._items.get(request_id)
+        if found is None:
+            return None
+        answer, event = found
+        record = dataclasses.asdict(event)
+        record["ts"] = event.ts.isoformat()
+        return {**record, **answer.model_dump(mode="json")}

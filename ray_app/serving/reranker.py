@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry, read_item_metadata
-from ray_app.serving.config import INTERNAL_DEPLOYMENT
+from ray_app.serving.config import INTERNAL_DEPLOYMENT, updated_config
 
 log = logging.getLogger("ray.serve")
 
@@ -56,8 +57,8 @@ class GenreIndex:
     """Item genres as a 0/1 matrix, so MMR's pairwise Jaccard is two small matrix products.
 
     :meth:`mmr` returns exactly what :func:`mmr` returns (same float operations in the same
-    order, same first-index tie-break) at a fraction of the cost: profiling under load put
-    the pure-Python loop at about 40 % of the re-ranker's CPU.
+    order, same first-index tie-break) at a fraction of the cost; the pure-Python loop was a
+    large share of the re-ranker's CPU under load (BENCHMARKS.md).
     """
 
     def __init__(self, genres: Mapping[str, Sequence[str]]) -> None:
@@ -99,6 +100,15 @@ class GenreIndex:
         return picked
 
 
+class ReRankerConfig(BaseModel):
+    """The re-ranker's ``user_config``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    diversity: float = Field(default=0.2, ge=0.0, le=1.0)
+    """MMR weight: 0 keeps the relevance order, 1 picks for genre variety alone."""
+
+
 @serve.deployment(**INTERNAL_DEPLOYMENT)
 class ReRanker:
     """MMR re-ranking with ``diversity`` from ``user_config``; genres from the registry.
@@ -107,9 +117,9 @@ class ReRanker:
     the re-ranker passes lists through unchanged.
     """
 
-    def __init__(self, registry: str, signing: SigningConfig, diversity: float = 0.2) -> None:
+    def __init__(self, registry: str, signing: SigningConfig) -> None:
         self.registry = Registry(registry, signing)
-        self.diversity = diversity
+        self.settings: ReRankerConfig | None = None
         self.index = GenreIndex({})
         self._reload_genres()
 
@@ -122,17 +132,16 @@ class ReRanker:
         log.info("re-ranker: genres for %d items", len(self.index))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """``{"diversity": float in [0, 1]}``; also re-reads the item metadata."""
-        d = float(user_config.get("diversity", self.diversity))
-        self.diversity = min(max(d, 0.0), 1.0)
-        self._reload_genres()
+        """Apply a :class:`ReRankerConfig`; also re-reads the item metadata."""
+        first = self.settings is None
+        self.settings = updated_config(self.settings, ReRankerConfig, user_config, "ReRanker")
+        if not first:
+            self._reload_genres()
 
-    # async although it never awaits: Serve runs a sync method on a worker thread, and the
-    # thread hand-off cost more than the sub-millisecond MMR itself (profiled under load).
-    async def rerank_batch(self, lists: list[list[str]], ks: list[int]) -> list[dict[str, Any]]:
-        """``{"items": top-k after MMR, "diversity": weight used}`` per list, in one actor call."""
-        d, index = self.diversity, self.index
-        return [
-            {"items": index.mmr(items, k, d), "diversity": d}
-            for items, k in zip(lists, ks, strict=True)
-        ]
+    # async although it never awaits: Serve runs a sync method on a worker thread, and that
+    # hand-off cost more than MMR itself when profiled under load (BENCHMARKS.md).
+    async def rerank_batch(self, lists: list[list[str]], ks: list[int]) -> list[list[str]]:
+        """Top-k of each list after MMR, in one actor call."""
+        d = self.settings.diversity if self.settings else ReRankerConfig().diversity
+        index = self.index
+        return [index.mmr(items, k, d) for items, k in zip(lists, ks, strict=True)]

@@ -10,11 +10,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
-from ray_app.serving.config import INTERNAL_DEPLOYMENT
+from ray_app.serving.answer import Answer
+from ray_app.serving.config import INTERNAL_DEPLOYMENT, updated_config
 
 log = logging.getLogger("ray.serve")
 
@@ -53,14 +55,37 @@ def validate_weights(weights: Mapping[str, float], known: list[str]) -> dict[str
     return out
 
 
+class RouterConfig(BaseModel):
+    """The router's ``user_config``: the experiment's hot knobs.
+
+    Validated with ``context={"slots": [...]}``, the weights must name only known slots.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    weights: dict[str, float]
+    """Relative traffic share per slot; slots not named get 0, at least one must be > 0."""
+    salt: str = "exp-1"
+    """Salt of the sticky assignment hash; a new salt re-randomises users."""
+    deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
+    """Per-call deadline for a variant; past it the fallback answers."""
+
+    @field_validator("weights")
+    @classmethod
+    def _known_slots(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        slots = (info.context or {}).get("slots")
+        return weights if slots is None else validate_weights(weights, list(slots))
+
+
 @serve.deployment(**INTERNAL_DEPLOYMENT)
 class ABRouter:
-    """Routes to one :class:`ModelServer` per variant; popularity fallback; MMR re-ranking.
+    """Routes to one :class:`ModelServer` per variant; fallback model; MMR re-ranking.
 
-    ``user_config``: ``{"weights": {"A": 0.5, "B": 0.5}, "salt": "exp-1", "deadline_s": 0.5}``
-    applied by :meth:`reconfigure` without restarting the replica. Admin calls
-    (:meth:`set_weights`, :meth:`switch`, :meth:`reload`) change the same state at run time;
-    a later ``serve deploy`` with a new ``user_config`` overrides them (config is the truth).
+    The constructor fixes the graph (slot handles, fallback, re-ranker); weights, salt and
+    deadline are a :class:`RouterConfig` in ``user_config``, applied by :meth:`reconfigure`
+    without restarting the replica. Admin calls (:meth:`set_weights`, :meth:`switch`,
+    :meth:`reload`) change the same state at run time; a later ``serve deploy`` with a new
+    ``user_config`` overrides them (config is the truth).
     """
 
     def __init__(
@@ -68,17 +93,12 @@ class ABRouter:
         variants: dict[str, DeploymentHandle],
         fallback: DeploymentHandle,
         reranker: DeploymentHandle,
-        weights: dict[str, float],
-        salt: str = "exp-1",
-        deadline_s: float = 0.5,
     ) -> None:
         self.variants = variants
         self.fallback = fallback
         self.reranker = reranker
         self.order = list(variants)
-        self.weights = validate_weights(weights, self.order)
-        self.salt = salt
-        self.deadline_s = deadline_s
+        self._settings: RouterConfig | None = None
         # Plain per-replica tallies for /admin/variants (the retraining canary reads them);
         # the Prometheus counters below are the cluster-wide view.
         self.served: collections.Counter[str] = collections.Counter()
@@ -89,51 +109,57 @@ class ABRouter:
             tag_keys=("variant", "reason"),  # type: ignore[arg-type]
         )
 
+    @property
+    def settings(self) -> RouterConfig:
+        """The current weights, salt and deadline."""
+        if self._settings is None:
+            raise RuntimeError("ABRouter has no user_config: build the app with build_app()")
+        return self._settings
+
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply ``weights`` / ``salt`` / ``deadline_s``; an invalid value keeps the old one."""
-        if "weights" in user_config:
-            try:
-                self.weights = validate_weights(user_config["weights"], self.order)
-            except ValueError:
-                log.exception("router user_config weights refused; keeping %s", self.weights)
-        self.salt = str(user_config.get("salt", self.salt))
-        self.deadline_s = float(user_config.get("deadline_s", self.deadline_s))
-        log.info(
-            "router: weights=%s salt=%s deadline=%.3fs", self.weights, self.salt, self.deadline_s
+        """Apply a :class:`RouterConfig`; on a live update an invalid one keeps the old."""
+        self._settings = updated_config(
+            self._settings, RouterConfig, user_config, "ABRouter", {"slots": self.order}
         )
+        s = self._settings
+        log.info("router: weights=%s salt=%s deadline=%.3fs", s.weights, s.salt, s.deadline_s)
 
     # ---- serving ------------------------------------------------------------------------
-    async def _call(self, handle: DeploymentHandle, *args: Any) -> Any:
+    async def _call(self, handle: DeploymentHandle, deadline_s: float, *args: Any) -> Any:
         resp = handle.recommend_batch.remote(*args)
         try:
-            return await asyncio.wait_for(resp, timeout=self.deadline_s)  # type: ignore[arg-type]
+            return await asyncio.wait_for(resp, timeout=deadline_s)  # type: ignore[arg-type]
         except TimeoutError:
             resp.cancel()  # free the replica's slot; the answer comes from the fallback
             raise
 
-    async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[dict[str, Any]]:
-        """One answer per request, in order: ``{"items", "variant", "model", "version",
-        "known_user", "fallback", "reason"}`` (the ingress's ``AdaptiveBatcher`` forms batches).
+    async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[Answer]:
+        """One :class:`Answer` per request, in order, with ``variant`` and the fallback fields
+        set (the ingress's ``AdaptiveBatcher`` forms batches).
 
         Each variant gets one call for all of its users in the batch, under one deadline; the
         fallback one call for every list that came back short; the re-ranker one call. So a
         batch costs at most ``variants + 2`` actor calls however many requests it holds, which
         is what lets the composed graph keep up on few cores.
         """
+        settings = self.settings  # one snapshot for the whole batch
         n = len(user_ids)
-        slots = [assign(u, self.salt, self.weights) for u in user_ids]
+        slots = [assign(u, settings.salt, settings.weights) for u in user_ids]
         # extra candidates give the re-ranker room to diversify
         pools = [min(2 * k, 200) for k in ks]
         groups: dict[str, list[int]] = collections.defaultdict(list)
         for i, slot in enumerate(slots):
             groups[slot].append(i)
-        answers: list[dict[str, Any] | None] = [None] * n
+        answers: list[Answer | None] = [None] * n
         reasons: list[str | None] = [None] * n
 
         async def ask(slot: str, idx: list[int]) -> None:
             try:
                 got = await self._call(
-                    self.variants[slot], [user_ids[i] for i in idx], [pools[i] for i in idx]
+                    self.variants[slot],
+                    settings.deadline_s,
+                    [user_ids[i] for i in idx],
+                    [pools[i] for i in idx],
                 )
                 for i, ans in zip(idx, got, strict=True):
                     answers[i] = ans
@@ -148,28 +174,29 @@ class ABRouter:
         await asyncio.gather(*(ask(slot, idx) for slot, idx in groups.items()))
 
         items: list[list[str]] = []
-        sources: list[dict[str, Any] | None] = []
+        sources: list[Answer | None] = []
         for i in range(n):
             ans = answers[i]
-            if ans is not None and reasons[i] is None and not ans.get("items"):
+            if ans is not None and reasons[i] is None and not ans.items:
                 reasons[i] = "cannot_score"
             ok = ans is not None and reasons[i] is None
-            items.append(list(ans["items"]) if ok and ans else [])
+            items.append(list(ans.items) if ok and ans else [])
             sources.append(ans if ok else None)
         short = [i for i in range(n) if len(items[i]) < pools[i]]
         if short:
-            # Unknown user, failed variant, or too few neighbours: fill with popular unseen items.
+            # Unknown user, failed variant, or too few neighbours: fill with the fallback's
+            # ranking, minus what the list already holds.
             try:
-                fills = await asyncio.wait_for(
+                fills: list[Answer] = await asyncio.wait_for(
                     self.fallback.recommend_batch.remote(  # type: ignore[arg-type]
                         [user_ids[i] for i in short],
                         [pools[i] - len(items[i]) for i in short],
                         [items[i] for i in short],
                     ),
-                    timeout=max(self.deadline_s, 1.0),
+                    timeout=max(settings.deadline_s, 1.0),
                 )
                 for i, fb in zip(short, fills, strict=True):
-                    items[i] += fb["items"]
+                    items[i] += fb.items
                     if sources[i] is None:
                         sources[i] = fb
             except Exception:
@@ -180,28 +207,29 @@ class ABRouter:
                 self.fell_back[slot] += 1
                 self.fallbacks.inc(tags={"variant": slot, "reason": reason})
         try:
-            reranked = await self.reranker.rerank_batch.remote(items, ks)
-            finals = [list(r["items"]) for r in reranked]
+            finals: list[list[str]] = await self.reranker.rerank_batch.remote(items, ks)
         except Exception:
             log.exception("re-ranker failed; serving relevance order")
             finals = [it[:k] for it, k in zip(items, ks, strict=True)]
-        return [
-            {
+        out = []
+        for i in range(n):
+            variant_answer = answers[i]
+            update = {
                 "items": finals[i],
                 "variant": slots[i],
-                "model": (sources[i] or {}).get("model"),
-                "version": (sources[i] or {}).get("version"),
-                "known_user": bool(answers[i] and answers[i].get("known")),  # type: ignore[union-attr]
+                "known_user": variant_answer is not None and variant_answer.known_user,
                 "fallback": reasons[i] is not None,
-                "reason": reasons[i],
+                "fallback_reason": reasons[i],
             }
-            for i in range(n)
-        ]
+            src = sources[i]
+            out.append(src.model_copy(update=update) if src else Answer.model_validate(update))
+        return out
 
     # ---- admin --------------------------------------------------------------------------
     async def describe(self) -> list[dict[str, Any]]:
         """Every slot with its weight, share of traffic and what it serves."""
-        total = sum(self.weights.values())
+        weights = self.settings.weights
+        total = sum(weights.values())
         out = []
         for name in self.order:
             try:
@@ -211,8 +239,8 @@ class ABRouter:
             out.append(
                 {
                     "name": name,
-                    "weight": self.weights[name],
-                    "share": self.weights[name] / total if total else 0.0,
+                    "weight": weights[name],
+                    "share": weights[name] / total if total else 0.0,
                     "model": info.get("model"),
                     "version": info.get("version"),
                     "follow": info.get("follow"),
@@ -224,12 +252,14 @@ class ABRouter:
         return out
 
     def config(self) -> dict[str, Any]:
-        return {"weights": dict(self.weights), "salt": self.salt, "deadline_s": self.deadline_s}
+        """The current :class:`RouterConfig` (admin listing)."""
+        return self.settings.model_dump()
 
     def set_weights(self, weights: dict[str, float]) -> dict[str, float]:
         """Replace the weights atomically (one assignment); ValueError if invalid."""
-        self.weights = validate_weights(weights, self.order)
-        return dict(self.weights)
+        valid = validate_weights(weights, self.order)
+        self._settings = self.settings.model_copy(update={"weights": valid})
+        return dict(valid)
 
     async def switch(self, name: str, model: str, version: str | None) -> dict[str, Any]:
         """Make slot ``name`` serve ``model``/``version``; raises (old one keeps serving)."""

@@ -66,6 +66,7 @@ class KeyStore:
 
 
 def allows(principal: Principal, role: str) -> bool:
+    """Whether ``principal``'s role ranks at or above ``role``."""
     return ROLES.get(principal.role, -1) >= ROLES[role]
 
 
@@ -101,7 +102,7 @@ class RateLimiter:
 
 
 class ReplicaState:
-    """Per-process state shared by the ingress class and its module-level FastAPI hooks.
+    """The key store shared by the ingress class and its module-level FastAPI dependencies.
 
     Serve pickles the ingress class by value, so a ``global`` assigned in its ``__init__`` lands
     in a copy of the module's globals that the route dependencies never see; this object is
@@ -110,7 +111,6 @@ class ReplicaState:
 
     def __init__(self) -> None:
         self.keys = KeyStore(environ={})
-        self.last_resort: list[str] = []
 
 
 STATE = ReplicaState()

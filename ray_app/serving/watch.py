@@ -58,7 +58,13 @@ class RegistryWatcher:
             self.stop()
         self._wake.set()  # a new interval applies now, not after the old one elapses
 
+    @property
+    def running(self) -> bool:
+        """Whether the polling thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
+        """Stop polling and wait for the thread to end."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -102,6 +108,7 @@ class RegistryWatcher:
             return version
 
     def state(self) -> dict[str, Any]:
+        """What ``/admin/variants`` shows under ``watch``."""
         return {
             "interval_s": self.interval_s,
             "last_check": self.last_check,
