@@ -1,12 +1,14 @@
 """Throughput of the vectorised event parsers.
 
 Generates N synthetic records (80% watch, 12% rate, 8% recommendation lines, a small fraction
-malformed), then times ``parse_line_batch`` (or ``parse_json_batch`` for the watch topic with
-``--dialect json``) over consecutive batches, as a consumer would call it. Generation is not
-timed. Prints records/s and the good/dead split.
+malformed), then times ``parse_line_batch`` (or ``parse_json_batch`` with ``--dialect json``:
+watch records, or with ``--json-kind reco_responses`` the service's schema-v2 reco events) over
+consecutive batches, as a consumer would call it. Generation is not timed. Prints records/s and
+the good/dead split.
 
     .venv/bin/python benchmarks/parse_throughput.py            # 1M line records, 10k batches
     .venv/bin/python benchmarks/parse_throughput.py --dialect json --records 200000
+    .venv/bin/python benchmarks/parse_throughput.py --dialect json --json-kind reco_responses
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from ray_app.events import parse_json_batch, parse_line_batch
+from ray_app.events import format_json, parse_json_batch, parse_line_batch
+from ray_app.events.reco import served_reco_event
 
 _SLUGS = [
     "the+green+mile+1999",
@@ -79,6 +82,30 @@ def make_json(n: int, bad_fraction: float, seed: int = 0) -> list[bytes]:
     return out
 
 
+def make_json_reco(n: int, bad_fraction: float, seed: int = 0) -> list[bytes]:
+    """Synthetic JSON reco responses as the serving app writes them (schema v2)."""
+    rng = random.Random(seed)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    out: list[bytes] = []
+    for _ in range(n):
+        variant, model, version = rng.choice(
+            [("A", "ease", "v20260101T000000Z"), ("B", "itemknn", "v20260102T000000Z")]
+        )
+        latency = -1.0 if rng.random() < bad_fraction else rng.randrange(500, 90_000) / 1000
+        event = served_reco_event(
+            user_id=str(rng.randrange(1, 1_000_000)),
+            items=[_movie(rng) for _ in range(20)],
+            variant=variant,
+            model=model,
+            version=version,
+            latency_ms=latency,
+            request_id=f"{rng.getrandbits(64):016x}",
+            ts=start + timedelta(microseconds=rng.randrange(10**13)),
+        )
+        out.append(format_json(event))
+    return out
+
+
 def main() -> None:
     """Run the benchmark and print a summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,11 +113,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10_000, help="records per call")
     parser.add_argument("--bad-fraction", type=float, default=0.001, help="malformed share")
     parser.add_argument("--dialect", choices=("line", "json"), default="line")
+    parser.add_argument(
+        "--json-kind", choices=("watch", "reco_responses"), default="watch", help="JSON records"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; best is reported")
     args = parser.parse_args()
 
-    make = make_lines if args.dialect == "line" else make_json
-    print(f"generating {args.records:,} {args.dialect} records …", flush=True)
+    kind = args.json_kind
+    if args.dialect == "line":
+        make = make_lines
+    else:
+        make = make_json if kind == "watch" else make_json_reco
+    what = "line dialect" if args.dialect == "line" else f"json dialect ({kind})"
+    print(f"generating {args.records:,} {what} records …", flush=True)
     values = make(args.records, args.bad_fraction)
     batches = [
         (values[i : i + args.batch_size], list(range(i, min(i + args.batch_size, len(values)))))
@@ -106,7 +141,7 @@ def main() -> None:
                 result = parse_line_batch(chunk, topic="movielog", partitions=0, offsets=offs)
             else:
                 result = parse_json_batch(
-                    chunk, kind="watch", topic="events.watch", partitions=0, offsets=offs
+                    chunk, kind=kind, topic=f"events.{kind}", partitions=0, offsets=offs
                 )
             good += result.good.num_rows
             dead += result.dead.num_rows
@@ -127,7 +162,7 @@ def main() -> None:
         )
     # CPU time is reported too because wall time on a shared machine includes waiting for a core.
     print(
-        f"{args.dialect} dialect, {args.records:,} records in batches of {args.batch_size:,}: "
+        f"{what}, {args.records:,} records in batches of {args.batch_size:,}: "
         f"best {args.records / min(timings):,.0f} records/s wall, median "
         f"{args.records / statistics.median(timings):,.0f} records/s wall, best "
         f"{args.records / min(cpu_timings):,.0f} records/s per CPU-second "

@@ -1,4 +1,4 @@
-"""Unit tests for the JSON dialect, the topic helpers and the ``parse_batch`` dispatcher."""
+"""Unit tests for the JSON dialect and its topic helpers."""
 
 from __future__ import annotations
 
@@ -20,15 +20,14 @@ from ray_app.events import (
     ValidationRules,
     WatchEvent,
     format_json,
-    format_line,
-    json_dialect,
     json_kind_of,
+    json_reader,
     kind_for_topic,
-    parse_batch,
     parse_json,
     parse_json_batch,
     topic_for,
 )
+from ray_app.events.reco import served_reco_event
 
 EPOCH = 1_730_000_000
 T_EPOCH = datetime.fromtimestamp(EPOCH, UTC)
@@ -123,16 +122,61 @@ def test_rate() -> None:
     )
 
 
-def test_reco_response_with_optional_and_unknown_fields() -> None:
+def test_reco_response_keeps_schema_v2_fields_and_ignores_unknown_ones() -> None:
     record = RESPONSE | {
         "request_id": "r-1",
-        "variant": "B",
-        "model": "knn",
+        "ab_variant": "B",
         "model_version": 3,
+        "variant": "ignored",
         "future_field": {"nested": [1, {"x": None}], "flag": True},
     }
     assert parse_json(enc(record), kind="reco_responses") == RecoEvent(
-        T_EPOCH, "7", "host-1:8082", 200, ["1", "the+matrix+1999+", "3"], 12.5
+        T_EPOCH,
+        "7",
+        "host-1:8082",
+        200,
+        ["1", "the+matrix+1999+", "3"],
+        12.5,
+        request_id="r-1",
+        ab_variant="B",
+        model_version="3",
+    )
+
+
+def test_schema_v1_reco_response_reads_with_null_v2_fields() -> None:
+    row = run([enc(RESPONSE)], "reco_responses").good.to_pylist()[0]
+    assert (row["request_id"], row["ab_variant"], row["model_version"]) == (None, None, None)
+    assert row["server"] == "host-1:8082" and row["status"] == 200
+
+
+def test_served_reco_event_survives_format_then_parse() -> None:
+    event = served_reco_event(
+        user_id="7",
+        items=["1", "the+matrix+1999+"],
+        variant="B",
+        model="itemknn",
+        version="2026-01-01T00:00:00Z",
+        latency_ms=4.25,
+        request_id="req-9",
+        ts=T_EPOCH,
+    )
+    parsed = parse_json(format_json(event), kind="reco_responses")
+    assert isinstance(parsed, RecoEvent)
+    assert (parsed.request_id, parsed.ab_variant, parsed.model_version) == (
+        "req-9",
+        "B",
+        "2026-01-01T00:00:00Z",
+    )
+    assert parsed == event
+
+
+def test_v2_fields_take_the_per_record_path_alike() -> None:
+    # A pretty-printed record is decoded by the json module; the fields must survive that too.
+    record = json.dumps(RESPONSE | {"ab_variant": "A", "model_version": 7}, indent=1).encode()
+    row = run([record], "reco_responses").good.to_pylist()[0]
+    assert (row["ab_variant"], row["model_version"]) == ("A", "7")
+    assert "field 'ab_variant' must be a string or number, got true" in dead_reason(
+        enc(RESPONSE | {"ab_variant": True}), "reco_responses"
     )
 
 
@@ -285,36 +329,28 @@ def test_format_json_shapes() -> None:
         "latency_ms": 4.5,
     }
     assert json_kind_of(RateEvent(T_EPOCH, "1", "1", 1)) == "rate"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="non-finite"):
         format_json(RateEvent(T_EPOCH, "1", "1", float("inf")))
+
+
+def test_format_json_writes_v2_fields_only_when_set() -> None:
+    event = RecoEvent(T_EPOCH, "7", "B@knn:3", 200, ["1"], 4.5, ab_variant="B", model_version="3")
+    assert json.loads(format_json(event)) == {
+        "ts": EPOCH,
+        "user_id": 7,
+        "server": "B@knn:3",
+        "status": 200,
+        "items": [1],
+        "latency_ms": 4.5,
+        "ab_variant": "B",
+        "model_version": "3",
+    }
 
 
 def test_format_json_before_1970() -> None:
     ts = datetime(1969, 12, 31, 23, 59, 58, 500000, tzinfo=UTC)
     assert format_json(WatchEvent(ts, "1", "1", 0)).startswith(b'{"ts": -1.5,')
     assert parse_json(format_json(WatchEvent(ts, "1", "1", 0)), kind="watch").ts == ts
-
-
-# --- dispatcher -----------------------------------------------------------------------------
-
-
-def test_parse_batch_dispatches_both_dialects() -> None:
-    event = WatchEvent(T_EPOCH, "7", "42", 3)
-    line = parse_batch(
-        "line", [format_line(event).encode()], topic="movielog", partitions=0, offsets=[0]
-    )
-    as_json = parse_batch(
-        "json", [format_json(event)], topic="events.watch", partitions=0, offsets=[0]
-    )
-    explicit = parse_batch(
-        "json", [format_json(event)], topic="custom", partitions=0, offsets=[0], kind="watch"
-    )
-    assert line.good.drop_columns(["topic"]).equals(as_json.good.drop_columns(["topic"]))
-    assert explicit.good.num_rows == 1
-    with pytest.raises(ValueError, match="pass kind="):
-        parse_batch("json", [b"{}"], topic="custom", partitions=0, offsets=[0])
-    with pytest.raises(ValueError, match="unknown event dialect"):
-        parse_batch("xml", [b"{}"], topic="t", partitions=0, offsets=[0])  # type: ignore[arg-type]
 
 
 _BASE = '{"ts": 1, "user_id": 1, "movie_id": 1, "minute": 1'
@@ -340,7 +376,7 @@ def test_fast_and_per_record_paths_agree(tail: str) -> None:
     values = [(_BASE + tail).encode()]
     fast = run(values)
     # Refuse every pyarrow.json read of raw records so the json module handles all of them.
-    with patch.object(json_dialect, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
+    with patch.object(json_reader, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
         slow = run(values)
     assert fast.good.equals(slow.good)
     assert fast.dead.equals(slow.dead)

@@ -25,13 +25,14 @@ from ray_app.events import (
     events_from_table,
     format_json,
     format_line,
-    json_dialect,
     json_kind_of,
+    json_reader,
     parse_json,
     parse_json_batch,
     parse_line,
     parse_line_batch,
 )
+from ray_app.events.reco import format_server, served_reco_event
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -84,6 +85,20 @@ reco_events = st.builds(
     latencies,
 )
 events = st.one_of(watch_events, rate_events, reco_events)
+# Schema v2's provenance fields are free-form optional text; only the JSON dialect carries them.
+_provenance = st.none() | st.text(max_size=20)
+served_events = st.builds(
+    RecoEvent,
+    timestamps,
+    user_ids,
+    servers,
+    st.integers(0, 999),
+    st.lists(movie_ids, max_size=20),
+    latencies,
+    request_id=_provenance,
+    ab_variant=_provenance,
+    model_version=_provenance,
+)
 
 
 @SETTINGS
@@ -95,7 +110,7 @@ def test_line_format_parse_identity(event: Event) -> None:
 
 
 @SETTINGS
-@given(events)
+@given(st.one_of(events, served_events))
 def test_json_format_parse_identity(event: Event) -> None:
     assert parse_json(format_json(event), kind=json_kind_of(event)) == event
 
@@ -202,7 +217,7 @@ def _inputs(data: st.DataObject, formatter: str) -> list[bytes | None]:
             soup = data.draw(st.text(alphabet='{}[]":, -.0123456789eEnultrsfa\\', max_size=60))
             values.append(("{" + soup + "}").encode())
         else:
-            event = data.draw(events)
+            event = data.draw(events if formatter == "line" else st.one_of(events, served_events))
             raw = format_line(event).encode() if formatter == "line" else format_json(event)
             values.append(raw if choice == 1 else _mutate(data, raw))
     return values
@@ -252,7 +267,21 @@ def test_json_fast_and_per_record_paths_agree(data: st.DataObject, kind: str) ->
 
     fast = parse()
     # Refuse every pyarrow.json read of raw records, so all go through the json module.
-    with patch.object(json_dialect, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
+    with patch.object(json_reader, "_read_bisecting", lambda lines, rows, schema: [(rows, None)]):
         slow = parse()
     assert fast.good.equals(slow.good)
     assert fast.dead.column("offset").equals(slow.dead.column("offset"))
+
+
+@SETTINGS
+@given(st.none() | st.text(max_size=12), st.none() | st.text(max_size=12), st.text(max_size=12))
+def test_any_served_answer_has_a_writable_reco_line(
+    variant: str | None, model: str | None, version: str
+) -> None:
+    event = served_reco_event(
+        user_id="7", items=["1"], variant=variant, model=model, version=version, latency_ms=1.0
+    )
+    parsed = parse_line(format_line(event).encode())
+    assert isinstance(parsed, RecoEvent)
+    assert parsed.server == event.server == format_server(variant, model, version)
+    assert parsed.items == ["1"]

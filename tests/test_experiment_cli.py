@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import typer
+from helpers import write_events_snapshot
 from typer.testing import CliRunner
 
 from ray_app.commands.loop import register
-from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import Event, RateEvent, RecoEvent, WatchEvent
-from ray_app.snapshots.protocol import BatchId, write_batch
 
 
 @pytest.fixture()
@@ -45,12 +45,8 @@ def snap(tmp_path: Path) -> Path:
         # Ratings drift in the last quarter of the log.
         rating = int(rng.integers(3, 6)) if i < 300 else int(rng.integers(1, 3))
         events.append(RateEvent(at, user, items[1], rating))
-    lines = [format_line(e).encode() for e in events]
-    parsed = parse_line_batch(
-        lines, topic="movielog", partitions=0, offsets=list(range(len(lines)))
-    )
     root = tmp_path / "snap"
-    write_batch(root, BatchId("movielog", 0, 0, len(lines) - 1), parsed.good, parsed.dead)
+    write_events_snapshot(root, events)
     return root
 
 
@@ -93,7 +89,8 @@ def test_bad_weights_name_the_option(app: typer.Typer, snap: Path, tmp_path: Pat
             "A",
         ],
     )
-    assert res.exit_code != 0 and "NAME=WEIGHT" in res.output
+    assert res.exit_code == 2, res.output
+    assert "'A' is not NAME=WEIGHT" in res.output
 
 
 def test_online_eval(app: typer.Typer, snap: Path, tmp_path: Path) -> None:
@@ -101,7 +98,10 @@ def test_online_eval(app: typer.Typer, snap: Path, tmp_path: Path) -> None:
         app, ["online-eval", "--snapshot-dir", str(snap), "--out", str(tmp_path / "o")]
     )
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "o" / "conversion.parquet").exists()
+    conversion = pd.read_parquet(tmp_path / "o" / "conversion.parquet").set_index("variant")
+    assert sorted(conversion.index) == ["A", "B"]
+    rate = conversion["conversion_rate"].astype(float)
+    assert rate["B"] > rate["A"]
 
 
 def test_drift_exits_1_on_drift(app: typer.Typer, snap: Path, tmp_path: Path) -> None:
@@ -125,7 +125,16 @@ def test_drift_exits_1_on_drift(app: typer.Typer, snap: Path, tmp_path: Path) ->
     assert 'ray_app_drift_detected{feature="rating"} 1.0' in prom.read_text()
 
 
-def test_help(app: typer.Typer) -> None:
-    for cmd in (["simulate", "--help"], ["experiment", "report", "--help"], ["drift", "--help"]):
-        res = CliRunner().invoke(app, cmd)
-        assert res.exit_code == 0, res.output
+@pytest.mark.parametrize(
+    ("cmd", "option"),
+    [
+        (["simulate"], "--endpoint"),
+        (["online-eval"], "--window-minutes"),
+        (["experiment", "report"], "--planned"),
+        (["drift"], "--recent-hours"),
+    ],
+)
+def test_help(app: typer.Typer, cmd: list[str], option: str) -> None:
+    res = CliRunner().invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert option in res.output

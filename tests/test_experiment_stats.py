@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from ray_app.config import ConfigError
 from ray_app.experiments.report import ExperimentConfig, build_report, render_html
 from ray_app.experiments.stats import (
     cohens_h,
@@ -70,11 +72,15 @@ def test_wilson_contains_estimate(n: int, data: st.DataObject) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 2000), st.integers(1, 2000), st.data())
-def test_ztest_is_antisymmetric_and_valid(n1: int, n2: int, data: st.DataObject) -> None:
+def test_ztest_is_antisymmetric_with_a_normal_tail_p_value(
+    n1: int, n2: int, data: st.DataObject
+) -> None:
     s1, s2 = data.draw(st.integers(0, n1)), data.draw(st.integers(0, n2))
     z, p = two_proportion_ztest(s1, n1, s2, n2)
     z2, p2 = two_proportion_ztest(s2, n2, s1, n1)
-    assert 0 <= p <= 1 and z == pytest.approx(-z2) and p == pytest.approx(p2)
+    assert z == pytest.approx(-z2) and p == pytest.approx(p2)
+    assert p == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert (z > 0) == (s2 / n2 > s1 / n1)
 
 
 def _attributed(rates: dict[str, tuple[int, int]]) -> pd.DataFrame:
@@ -110,9 +116,15 @@ def test_report_refuses_on_sample_ratio_mismatch() -> None:
 
 
 def test_report_json_has_no_infinities() -> None:
-    import json
-
     r = build_report(_attributed({"A": (10, 100), "B": (10, 100)}), ExperimentConfig())
     json.dumps(r, allow_nan=False)
     assert r["comparisons"][0]["required_requests_per_variant_for_observed_effect"] is None
     assert np.isclose(r["comparisons"][0]["absolute_lift"], 0.0)
+
+
+def test_report_settings_that_do_not_match_the_data_are_config_errors() -> None:
+    data = _attributed({"A": (10, 100), "B": (12, 100)})
+    with pytest.raises(ConfigError, match=r"control 'Z' has no mature reco events; set control"):
+        build_report(data, ExperimentConfig(control="Z"))
+    with pytest.raises(ConfigError, match=r"weights has no entry for variants \['B'\]"):
+        build_report(data, ExperimentConfig(weights={"A": 1.0}))

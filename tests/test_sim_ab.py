@@ -5,20 +5,19 @@ with p < 0.05; an A/A run must not declare a winner."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ListSink, write_lines_snapshot
 
-from ray_app.events.line_dialect import parse_line_batch
 from ray_app.experiments.report import ExperimentConfig, report_from_snapshots
 from ray_app.models.base import Interactions
 from ray_app.models.itemknn import ItemKNN, ItemKNNConfig
 from ray_app.models.popularity import Popularity
-from ray_app.simulation.run import ListSink, SimulationConfig, simulate
+from ray_app.serving.answer import Answer
+from ray_app.simulation.run import RecommendFn, SimulationConfig, simulate
 from ray_app.simulation.users import Population, UserBehaviourConfig, build_population
-from ray_app.snapshots.protocol import BatchId, write_batch
 
 pytestmark = pytest.mark.realdata
 
@@ -37,30 +36,23 @@ def world(ml100k: Any) -> tuple[Population, dict[str, list[str]], dict[str, list
     )
 
 
-def _sticky(a: dict[str, list[str]], b: dict[str, list[str]]) -> Callable[[str], Any]:
+def _sticky(a: dict[str, list[str]], b: dict[str, list[str]]) -> RecommendFn:
     """50/50 per-user assignment by a stable hash: A → ``a``'s lists, B → ``b``'s."""
 
-    def recommend(user: str) -> tuple[list[str], str, str]:
+    def recommend(user: str) -> Answer:
         if zlib.crc32(user.encode()) % 2 == 0:
-            return a[user], "A", "popularity:1"
-        return b[user], "B", "itemknn:1"
+            return Answer(items=a[user], variant="A", model="popularity", model_version="1")
+        return Answer(items=b[user], variant="B", model="itemknn", model_version="1")
 
     return recommend
 
 
-def _run(population: Population, recommend: Callable[[str], Any], root: Path) -> None:
+def _run(population: Population, recommend: RecommendFn, root: Path) -> None:
     cfg = SimulationConfig(n_users=None, steps_per_user=2, clock="virtual", interval_s=5.0)
     sink = ListSink()
     simulate(population, recommend, cfg, sink)
     # The ingest path proper: parse the produced lines and commit them as one snapshot batch.
-    parsed = parse_line_batch(
-        [line.encode() for line in sink.lines],
-        topic="movielog",
-        partitions=0,
-        offsets=list(range(len(sink.lines))),
-    )
-    assert parsed.dead.num_rows == 0
-    write_batch(root, BatchId("movielog", 0, 0, len(sink.lines) - 1), parsed.good, parsed.dead)
+    write_lines_snapshot(root, sink.lines)
 
 
 def test_itemknn_beats_popularity(world: Any, tmp_path: Path) -> None:
@@ -70,6 +62,8 @@ def test_itemknn_beats_popularity(world: Any, tmp_path: Path) -> None:
     report = report_from_snapshots(tmp_path / "snap", tmp_path / "out", cfg)
     rates = {v["variant"]: v["rate"] for v in report["variants"]}
     assert rates["B"] > rates["A"]
+    models = {v["variant"]: (v["models"], v["versions"]) for v in report["variants"]}
+    assert models == {"A": (["popularity"], ["1"]), "B": (["itemknn"], ["1"])}
     (comp,) = report["comparisons"]
     assert comp["p_value"] < 0.05 and comp["planned_sample_reached"]
     assert report["srm"]["ok"]

@@ -10,15 +10,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ListSink
 
 from ray_app.events.line_dialect import parse_line_batch
-from ray_app.simulation.run import (
-    ListSink,
-    SimulationConfig,
-    http_recommender,
-    simulate,
-    simulate_async,
-)
+from ray_app.events.model import WatchEvent
+from ray_app.serving.answer import Answer
+from ray_app.simulation.run import SimulationConfig, http_recommender, simulate, simulate_async
 from ray_app.simulation.users import UserBehaviourConfig, build_population, react
 
 
@@ -50,7 +47,8 @@ def test_liked_items_are_watched_more_often() -> None:
     for user in pop.users.values():
         liked = list(user.affinity)[:3]
         other = [f"x{i}" for i in range(3)]
-        watched = {e.movie_id for e in react(user, liked + other, at, rng, cfg)}
+        reactions = react(user, liked + other, at, rng, cfg)
+        watched = {e.movie_id for e in reactions if isinstance(e, WatchEvent)}
         liked_hits += len(watched & set(liked))
         other_hits += len(watched & set(other))
         liked_n, other_n = liked_n + len(liked), other_n + 3
@@ -61,9 +59,12 @@ def test_callable_simulation_produces_parseable_lines() -> None:
     pop = build_population(_ratings())
     sink = ListSink()
     cfg = SimulationConfig(n_users=None, steps_per_user=2, clock="virtual")
-    items = [str(i) for i in range(10)]
-    stats = simulate(pop, lambda u: (items, "B", "itemknn:3"), cfg, sink)
-    assert stats.requests == 40 and stats.per_variant["B"] == 40
+    answer = Answer(
+        items=[str(i) for i in range(10)], variant="B", model="itemknn", model_version="3"
+    )
+    stats = simulate(pop, lambda u: answer, cfg, sink)
+    assert stats.requests == 40 and stats.per_variant == {"B": 40}
+    assert sink.closed
     parsed = parse_line_batch(
         [s.encode() for s in sink.lines],
         topic="movielog",
@@ -77,7 +78,7 @@ def test_callable_simulation_produces_parseable_lines() -> None:
     assert (good["kind"] == "watch").sum() == stats.watch_events
     # Deterministic for a seed.
     again = ListSink()
-    simulate(pop, lambda u: (items, "B", "itemknn:3"), cfg, again)
+    simulate(pop, lambda u: answer, cfg, again)
 
     def strip_latency(lines: list[str]) -> list[str]:  # measured, so not reproducible
         return [re.sub(r", [0-9.]+ ms$", "", line) for line in lines]
@@ -88,17 +89,33 @@ def test_callable_simulation_produces_parseable_lines() -> None:
 def test_failing_recommender_is_counted_not_fatal() -> None:
     pop = build_population(_ratings(5))
 
-    def broken(user: str) -> tuple[list[str], str, str]:
+    def broken(user: str) -> Answer:
         raise RuntimeError("down")
 
-    stats = simulate(pop, broken, SimulationConfig(n_users=None, clock="virtual"), ListSink())
+    sink = ListSink()
+    stats = simulate(pop, broken, SimulationConfig(n_users=None, clock="virtual"), sink)
     assert stats.failures == 15 and stats.requests == 0
+    assert sink.lines == [] and sink.closed
 
 
 def test_max_requests_bounds_run() -> None:
     pop = build_population(_ratings())
     cfg = SimulationConfig(n_users=None, steps_per_user=5, max_requests=7, clock="virtual")
-    assert simulate(pop, lambda u: (["1"], "A", "pop:1"), cfg, ListSink()).requests == 7
+    sink = ListSink()
+    answer = Answer(items=["1"], variant="A", model="pop", model_version="1")
+    assert simulate(pop, lambda u: answer, cfg, sink).requests == 7
+    assert sum("recommendation request" in line for line in sink.lines) == 7
+
+
+def test_answers_without_provenance_are_logged_as_unknown() -> None:
+    pop = build_population(_ratings(3))
+    sink = ListSink()
+    cfg = SimulationConfig(n_users=None, steps_per_user=1, clock="virtual")
+    stats = simulate(pop, lambda u: Answer(items=["1"]), cfg, sink)
+    assert stats.per_variant == {"unknown": 3}
+    reco = [line for line in sink.lines if "recommendation request" in line]
+    assert len(reco) == 3
+    assert all("recommendation request unknown@unknown:unknown, status 200" in r for r in reco)
 
 
 def test_http_driver_with_bounded_concurrency() -> None:
@@ -113,6 +130,8 @@ def test_http_driver_with_bounded_concurrency() -> None:
         if request.url.path.endswith("/3"):
             return httpx.Response(503)
         assert request.url.params["format"] == "json"
+        if request.url.path.endswith("/4"):
+            return httpx.Response(200, json={"items": ["1"], "unexpected": True})
         body = {"items": ["1", "2"], "model": "itemknn", "model_version": "7", "variant": "A"}
         return httpx.Response(200, json=body)
 
@@ -125,9 +144,12 @@ def test_http_driver_with_bounded_concurrency() -> None:
             fn = http_recommender(client, "http://svc", k=5)
             return (await simulate_async(pop, fn, cfg, sink)).requests
 
-    assert asyncio.run(main()) == 18
+    # Users 3 (HTTP 503) and 4 (a body that is not an Answer) fail both of their requests.
+    assert asyncio.run(main()) == 16
     assert 1 < peak <= 3
-    assert all("A@itemknn:7" in line for line in sink.lines if "recommendation request" in line)
+    reco = [line for line in sink.lines if "recommendation request" in line]
+    assert len(reco) == 16
+    assert all("recommendation request A@itemknn:7, status 200, result: 1, 2, " in r for r in reco)
 
 
 def test_config_errors_name_the_field() -> None:

@@ -9,10 +9,11 @@ Only *mature* lists — shown at least ``window`` before the newest event in the
 the rates: a list shown a minute ago has had no chance to convert yet, and counting it would
 bias whichever variant got traffic last.
 
-The variant and model version come from the reco line's ``<server>`` field, written
-``<variant>@<model>:<version>`` by the serving app and the simulator (see
-:func:`ray_app.events.reco.parse_server`); a plain server name gives variant = that name, model/version
-``unknown``.
+What served a list: the ``ab_variant`` and ``model_version`` columns (snapshot schema v2,
+written by the JSON dialect) where a row has them; otherwise, for line-dialect and schema-v1
+rows, the ``<server>`` field, written ``<variant>@<model>:<version>`` by the serving app and the
+simulator (:func:`ray_app.events.reco.parse_server_column`; a plain server name gives variant =
+that name, model/version ``unknown``). The model name always comes from ``<server>``.
 
 Everything is vectorised: one explode, one ``merge_asof`` (per user and movie, forward in
 time) and group-bys.
@@ -22,32 +23,70 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
+from ray_app.config import ConfigError
 from ray_app.events.reco import parse_server_column
 from ray_app.snapshots.read import load_snapshot_events
 
 log = logging.getLogger(__name__)
 
 GROUP_KEYS = ["variant", "model", "version"]
+# What attribute() reads; the last two exist only in snapshots written with schema v2.
+_EVENT_COLUMNS = (
+    "kind",
+    "user_id",
+    "movie_id",
+    "ts",
+    "minute",
+    "status",
+    "items",
+    "server",
+    "ab_variant",
+    "model_version",
+)
+
+
+def load_attribution_events(snapshot_dir: Path | str) -> pd.DataFrame:
+    """The watch and reco rows of every durable snapshot under ``snapshot_dir``, with the
+    columns :func:`attribute` reads (the schema-v2 ones only when some file has them)."""
+    # Every column is read, not a projection: files written before schema v2 lack the
+    # provenance columns, and concatenating whole files fills them with nulls for those rows.
+    events = load_snapshot_events(snapshot_dir, ("watch", "reco"))
+    return events[[c for c in _EVENT_COLUMNS if c in events.columns]]
+
+
+def _served_by(reco: pd.DataFrame) -> pd.DataFrame:
+    """``variant``, ``model``, ``version`` for each reco row (same index): the ``ab_variant``
+    and ``model_version`` columns where set, else what the ``server`` field says."""
+    parsed = parse_server_column(reco["server"])
+    for column, key in (("ab_variant", "variant"), ("model_version", "version")):
+        if column in reco.columns:
+            given = reco[column].astype(object)
+            given = given.where(given.notna() & (given != ""), None)
+            parsed[key] = given.fillna(parsed[key])
+    return parsed
 
 
 def attribute(events: pd.DataFrame, window: timedelta) -> pd.DataFrame:
     """One row per successful reco event with its conversion outcome.
 
-    ``events`` has snapshot columns (kind, user_id, movie_id, ts, status, items, server).
-    Returns columns reco_id, user_id, ts, variant, model, version, n_items, converted (bool),
-    items_watched (int), mature (bool).
+    ``events`` has snapshot columns (kind, user_id, movie_id, ts, status, items, server, and
+    optionally minute, ab_variant, model_version). Returns columns reco_id, user_id, ts,
+    variant, model, version, n_items, converted (bool), items_watched (int), mature (bool).
     """
     if window <= timedelta(0):
-        raise ValueError(f"window must be positive, got {window}; e.g. timedelta(hours=1)")
+        raise ConfigError(f"attribution window must be positive, got {window}; e.g. 60 minutes")
     out_cols = ["reco_id", "user_id", "ts", *GROUP_KEYS, "n_items", "converted"]
     out_cols += ["items_watched", "mature"]
     if events.empty:
@@ -57,7 +96,7 @@ def attribute(events: pd.DataFrame, window: timedelta) -> pd.DataFrame:
     reco = events[(events["kind"] == "reco") & (events["status"].fillna(0) == 200)]
     reco = reco.assign(ts=pd.to_datetime(reco["ts"], utc=True)).reset_index(drop=True)
     reco["reco_id"] = np.arange(len(reco), dtype=np.int64)
-    reco = pd.concat([reco, parse_server_column(reco["server"])], axis=1)
+    reco = pd.concat([reco, _served_by(reco)], axis=1)
     reco["n_items"] = reco["items"].map(lambda x: 0 if x is None else len(x)).astype(np.int64)
 
     watch = events[events["kind"] == "watch"]
@@ -173,9 +212,7 @@ def run_online_eval(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["kind", "user_id", "movie_id", "ts", "minute", "status", "items", "server"]
-    events = load_snapshot_events(snapshot_dir, ("watch", "reco"), cols)
-    attributed = attribute(events, window)
+    attributed = attribute(load_attribution_events(snapshot_dir), window)
     conversion = conversion_table(attributed, mature_only)
     attributed.to_parquet(out / "attribution.parquet", index=False)
     conversion.to_parquet(out / "conversion.parquet", index=False)
@@ -188,6 +225,17 @@ def run_online_eval(
         conversion,
         reg,
     )
+
+
+class _Latest(Collector):
+    """Serves whatever registry the last successful round produced."""
+
+    def __init__(self) -> None:
+        self.registry: CollectorRegistry | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.registry is not None:
+            yield from self.registry.collect()
 
 
 def run_online_eval_loop(
@@ -204,16 +252,6 @@ def run_online_eval_loop(
     ``iterations=None`` runs until interrupted. Failures of one round are logged and retried at
     the next, so a half-written snapshot never kills the job.
     """
-    from prometheus_client.registry import Collector
-
-    class _Latest(Collector):
-        def __init__(self) -> None:
-            self.registry: CollectorRegistry | None = None
-
-        def collect(self):  # type: ignore[no-untyped-def]
-            if self.registry is not None:
-                yield from self.registry.collect()
-
     latest = _Latest()
     if port is not None:
         serving = CollectorRegistry()
@@ -221,7 +259,7 @@ def run_online_eval_loop(
         start_http_server(port, registry=serving)
     n = 0
     while iterations is None or n < iterations:
-        started = datetime.now()
+        started = time.monotonic()
         try:
             result = run_online_eval(snapshot_dir, window, out_dir)
             latest.registry = result.registry
@@ -230,5 +268,4 @@ def run_online_eval_loop(
             log.exception("online evaluation round failed")
         n += 1
         if iterations is None or n < iterations:
-            elapsed = (datetime.now() - started).total_seconds()
-            time.sleep(max(0.0, interval_s - elapsed))
+            time.sleep(max(0.0, interval_s - (time.monotonic() - started)))

@@ -21,7 +21,6 @@ from ray_app.events.model import (
     event_from_row,
     events_from_table,
 )
-from ray_app.events.parse import Dialect, parse_batch
 from ray_app.events.schema import (
     DEAD_LETTER_SCHEMA,
     SNAPSHOT_SCHEMA,
@@ -36,7 +35,6 @@ __all__ = [
     "SNAPSHOT_SCHEMA",
     "SNAPSHOT_SCHEMAS",
     "SNAPSHOT_SCHEMA_VERSION",
-    "Dialect",
     "Event",
     "ParseError",
     "ParsedBatch",
@@ -50,7 +48,6 @@ __all__ = [
     "format_line",
     "json_kind_of",
     "kind_for_topic",
-    "parse_batch",
     "parse_json",
     "parse_json_batch",
     "parse_line",

@@ -28,8 +28,3 @@ class ParsedBatch:
             raise ValueError(
                 f"dead table schema differs from DEAD_LETTER_SCHEMA:\n{self.dead.schema}"
             )
-
-    @property
-    def num_records(self) -> int:
-        """How many input records this batch accounts for (good plus dead)."""
-        return self.good.num_rows + self.dead.num_rows

@@ -126,7 +126,8 @@ def _number(value: float) -> int | float:
 
 
 def event_from_row(row: Mapping[str, Any]) -> Event:
-    """Turn one snapshot row (a mapping with ``SNAPSHOT_SCHEMA`` keys) back into an event.
+    """Turn one snapshot row (a mapping with the keys of any snapshot schema version) back into
+    an event.
 
     Raises ``ValueError`` for rows that have no event representation, e.g. a JSON
     ``reco_requests`` record (kind ``reco`` without a status).
@@ -140,6 +141,7 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
     if kind == "reco":
         if row["status"] is None:
             raise ValueError("a reco row without a status is a request, not a RecoEvent")
+        # Rows of schema-v1 tables have no provenance fields; they read as absent.
         return RecoEvent(
             ts,
             row["user_id"],
@@ -147,6 +149,9 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
             int(row["status"]),
             list(row["items"] or []),
             float(row["latency_ms"]),
+            request_id=row.get("request_id"),
+            ab_variant=row.get("ab_variant"),
+            model_version=row.get("model_version"),
         )
     raise ValueError(f"unknown event kind {kind!r}")
 

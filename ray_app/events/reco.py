@@ -3,15 +3,14 @@
 
 Every answer the serving app gives becomes a :class:`~ray_app.events.model.RecoEvent` through
 :func:`served_reco_event`; the simulator builds its lines with the same function, so the
-server field is formatted here and nowhere else, and :func:`parse_server` /
-:func:`parse_server_column` are the only readers.
+server field is formatted here and nowhere else, and :func:`parse_server_column` is its only
+reader.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -19,38 +18,23 @@ import pandas as pd
 from ray_app.events.model import RecoEvent
 
 _SERVER_RE = r"^(?P<variant>[^@]*)@(?P<model>[^:]*):(?P<version>.*)$"
-_SERVER = re.compile(_SERVER_RE)
-# The line dialect separates result items with commas; none may appear inside the field.
-_RESERVED = str.maketrans({",": ";"})
+# The line dialect separates fields with commas and refuses whitespace or control characters
+# in the server field, so a variant named "my slot" must not make a reco line unwritable.
+_RESERVED = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class ServerRef:
-    """What served a list: A/B slot, registry model name and version."""
-
-    variant: str
-    model: str
-    version: str
-
-
 def format_server(variant: str | None, model: str | None, version: str | None) -> str:
-    """``<variant>@<model>:<version>``; missing parts become ``unknown``."""
+    """``<variant>@<model>:<version>``; missing parts become ``unknown``, commas ``;`` and
+    whitespace or control characters ``_``."""
     text = f"{variant or UNKNOWN}@{model or UNKNOWN}:{version or UNKNOWN}"
-    return text.translate(_RESERVED)
-
-
-def parse_server(text: str | None) -> ServerRef:
-    """Inverse of :func:`format_server`; a plain server name is the variant (model and version
-    ``unknown``), as in logs from servers that do not run A/B slots."""
-    m = _SERVER.match(text or "")
-    if m is None:
-        return ServerRef(text or UNKNOWN, UNKNOWN, UNKNOWN)
-    return ServerRef(m["variant"] or UNKNOWN, m["model"] or UNKNOWN, m["version"] or UNKNOWN)
+    return _RESERVED.sub("_", text.replace(",", ";"))
 
 
 def parse_server_column(server: pd.Series) -> pd.DataFrame:
-    """:func:`parse_server` over a column: a frame with ``variant``, ``model``, ``version``."""
+    """Inverse of :func:`format_server` over a column: a frame with ``variant``, ``model`` and
+    ``version`` (same index). Missing or empty parts are ``unknown``; a plain server name is
+    the variant (model and version ``unknown``), as in logs from servers without A/B slots."""
     s = server.fillna("").astype(str)
     parts = s.str.extract(_SERVER_RE)
     plain = parts["variant"].isna()

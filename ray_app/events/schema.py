@@ -2,14 +2,20 @@
 
 Schemas evolve additively only: a new version may append optional (nullable) fields but never
 remove, rename or retype an existing one. ``tests/test_schema_evolution.py`` enforces this
-against every version listed in :data:`SNAPSHOT_SCHEMAS`.
+against every version listed in :data:`SNAPSHOT_SCHEMAS`, and that files written with an older
+version still read (new fields as nulls).
+
+Versions:
+
+1. the original columns, shared by both dialects;
+2. ``request_id``, ``ab_variant`` and ``model_version`` of reco events (what served a list, for
+   online evaluation and tracing). The JSON dialect carries them; the line dialect has no place
+   for them and leaves them null (its ``server`` field still says ``<variant>@<model>:<version>``).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-
-EVENT_KINDS: tuple[str, ...] = ("watch", "rate", "reco")
 
 _SNAPSHOT_V1 = pa.schema(
     [
@@ -29,8 +35,15 @@ _SNAPSHOT_V1 = pa.schema(
     ]
 )
 
+RECO_PROVENANCE_FIELDS: tuple[str, ...] = ("request_id", "ab_variant", "model_version")
+"""Schema v2's reco-event fields, in schema order (all optional strings)."""
+
+_SNAPSHOT_V2 = pa.schema(
+    [*_SNAPSHOT_V1, *(pa.field(name, pa.string()) for name in RECO_PROVENANCE_FIELDS)]
+)
+
 # Every schema version ever shipped, oldest first. Append, never edit.
-SNAPSHOT_SCHEMAS: dict[int, pa.Schema] = {1: _SNAPSHOT_V1}
+SNAPSHOT_SCHEMAS: dict[int, pa.Schema] = {1: _SNAPSHOT_V1, 2: _SNAPSHOT_V2}
 SNAPSHOT_SCHEMA_VERSION: int = max(SNAPSHOT_SCHEMAS)
 SNAPSHOT_SCHEMA: pa.Schema = SNAPSHOT_SCHEMAS[SNAPSHOT_SCHEMA_VERSION]
 
@@ -43,13 +56,3 @@ DEAD_LETTER_SCHEMA = pa.schema(
         pa.field("error", pa.string(), nullable=False),
     ]
 )
-
-
-def empty_snapshot_table() -> pa.Table:
-    """An empty table with the current snapshot schema."""
-    return SNAPSHOT_SCHEMA.empty_table()
-
-
-def empty_dead_letter_table() -> pa.Table:
-    """An empty table with the dead-letter schema."""
-    return DEAD_LETTER_SCHEMA.empty_table()

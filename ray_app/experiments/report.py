@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ray_app.evaluation.online import attribute
+from ray_app.config import ConfigError
+from ray_app.evaluation.online import attribute, load_attribution_events
 from ray_app.experiments.stats import (
     cohens_h,
     required_sample_size,
@@ -31,7 +32,6 @@ from ray_app.experiments.stats import (
     two_proportion_ztest,
     wilson_interval,
 )
-from ray_app.snapshots.read import load_snapshot_events
 
 
 class ExperimentConfig(BaseModel):
@@ -114,7 +114,9 @@ def build_report(
         return report
     control = config.control if config.control is not None else variants[0]
     if control not in rows:
-        raise ValueError(f"control {control!r} has no data; variants are {variants}")
+        raise ConfigError(
+            f"control {control!r} has no mature reco events; set control to one of {variants}"
+        )
     for v, row in rows.items():
         report["variants"].append(
             {
@@ -131,7 +133,7 @@ def build_report(
     weights = config.weights or {v: 1.0 for v in variants}
     missing = [v for v in variants if v not in weights]
     if missing:
-        raise ValueError(f"weights has no entry for variants {missing}; add them to weights")
+        raise ConfigError(f"weights has no entry for variants {missing}; add them to weights")
     srm_ok = True
     if len(variants) >= 2:
         chi2, p_srm = srm_test(
@@ -345,8 +347,7 @@ def report_from_snapshots(
     snapshot_dir: Path | str, out_dir: Path | str, config: ExperimentConfig = ExperimentConfig()
 ) -> dict[str, Any]:
     """Attribute the snapshots' reco events, analyse, write both files; returns the report."""
-    cols = ["kind", "user_id", "movie_id", "ts", "minute", "status", "items", "server"]
-    events = load_snapshot_events(snapshot_dir, ("watch", "reco"), cols)
+    events = load_attribution_events(snapshot_dir)
     attributed = attribute(events, timedelta(seconds=config.window_s))
     report = build_report(attributed, config)
     write_report(report, out_dir)

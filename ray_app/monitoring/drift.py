@@ -30,8 +30,6 @@ from scipy import stats
 
 from ray_app.snapshots.read import load_snapshot_events
 
-FEATURES = ("rating", "user_activity", "item_popularity")
-
 
 class DriftConfig(BaseModel):
     """Thresholds and binning of the drift checks."""

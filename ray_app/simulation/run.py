@@ -2,19 +2,18 @@
 
 Two ways to ask for recommendations, one behaviour:
 
-* :func:`simulate` takes any callable ``recommend(user_id) -> (items, variant, model_version)``
-  (tests, offline experiments; no HTTP);
+* :func:`simulate` takes any callable ``recommend(user_id) -> Answer`` (tests, offline
+  experiments; no HTTP);
 * :func:`simulate_http` requests ``GET {endpoint}/recommend/{user}?format=json`` from a live
-  service with httpx, at most ``concurrency`` requests in flight.
+  service with httpx, at most ``concurrency`` requests in flight, and reads each body into the
+  service's own answer model (:class:`~ray_app.serving.answer.Answer`).
 
-Every request becomes a reco event line and every reaction watch/rate lines, all in the line
-dialect (see :mod:`ray_app.events.line_dialect`), sent to an :class:`EventSink` — Kafka topic
-``movielog`` by default, keyed by user so each user's events keep their order.
-
-**Variant convention.** The line dialect has no variant field, so the reco line's ``<server>``
-is written ``<variant>@<model>:<version>`` (e.g. ``B@itemknn:3``);
-:func:`ray_app.evaluation.online.parse_server` reads it back. The serving app's reco log uses
-the same convention.
+Every answer becomes a reco event built by :func:`ray_app.events.reco.served_reco_event`, as the
+serving app builds its own, and every reaction watch/rate events; all are written in the line
+dialect (see :mod:`ray_app.events.line_dialect`) and sent to an :class:`EventSink` — Kafka
+topic ``movielog`` by default, keyed by user so each user's events keep their order. The line
+dialect has no variant field: the reco line's ``<server>`` says ``<variant>@<model>:<version>``
+(:func:`ray_app.events.reco.format_server`), which online evaluation reads back.
 """
 
 from __future__ import annotations
@@ -23,24 +22,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ray_app.events.line_dialect import DEFAULT_TOPIC, format_line
-from ray_app.events.model import RateEvent, RecoEvent, WatchEvent
+from ray_app.events.model import RateEvent, WatchEvent
+from ray_app.events.reco import UNKNOWN, served_reco_event
+from ray_app.serving.answer import Answer
 from ray_app.simulation.users import Population, UserBehaviourConfig, react
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
-RecoAnswer = tuple[Sequence[str], str, str]
-"""``(items best first, variant, model_version)``; ``model_version`` is ``<model>:<version>``."""
-RecommendFn = Callable[[str], RecoAnswer]
-AsyncRecommendFn = Callable[[str], Awaitable[RecoAnswer]]
+RecommendFn = Callable[[str], Answer]
+"""A recommender for :func:`simulate`: user id → the answer the service would give."""
+AsyncRecommendFn = Callable[[str], Awaitable[Answer]]
+"""A recommender for :func:`simulate_async`, e.g. :func:`http_recommender`."""
 
 
 class SimulationConfig(BaseModel):
@@ -99,19 +103,6 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
-class ListSink:
-    """Keeps lines in memory (tests, offline analysis)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def send(self, user_id: str, line: str) -> None:
-        self.lines.append(line)
-
-    def close(self) -> None:
-        pass
-
-
 class FileSink:
     """Appends lines to a text file (offline runs; replay later with ``ray-app replay``)."""
 
@@ -167,11 +158,6 @@ class SimulationStats:
         )
 
 
-def server_field(variant: str, model_version: str) -> str:
-    """``<variant>@<model>:<version>`` with characters the line dialect reserves removed."""
-    return f"{variant or 'default'}@{model_version or 'unknown'}".replace(",", ";")
-
-
 def _schedule(population: Population, config: SimulationConfig) -> list[str]:
     rng = np.random.default_rng(config.seed)
     users = population.user_ids
@@ -203,15 +189,22 @@ class _Runner:
     def expired(self) -> bool:
         return time.monotonic() - self.started > self.config.max_seconds
 
-    def record(self, user_id: str, answer: RecoAnswer, at: datetime, latency_ms: float) -> None:
-        items, variant, model_version = answer
-        items = [str(i) for i in items]
-        server = server_field(variant, model_version)
-        self.sink.send(user_id, format_line(RecoEvent(at, user_id, server, 200, items, latency_ms)))
+    def record(self, user_id: str, answer: Answer, at: datetime, latency_ms: float) -> None:
+        event = served_reco_event(
+            user_id=user_id,
+            items=answer.items,
+            variant=answer.variant,
+            model=answer.model,
+            version=answer.model_version,
+            latency_ms=latency_ms,
+            request_id=answer.request_id,
+            ts=at,
+        )
+        self.sink.send(user_id, format_line(event))
         self.stats.requests += 1
-        self.stats.per_variant[variant] += 1
+        self.stats.per_variant[answer.variant or UNKNOWN] += 1
         user = self.users[user_id]
-        for ev in react(user, items, at, self.rng, self.config.behaviour):
+        for ev in react(user, answer.items, at, self.rng, self.config.behaviour):
             self.sink.send(user_id, format_line(ev))
             if isinstance(ev, WatchEvent):
                 self.stats.watch_events += 1
@@ -253,23 +246,16 @@ def simulate(
     return runner.finish()
 
 
-def http_recommender(
-    client: Any, endpoint: str, k: int = 10
-) -> AsyncRecommendFn:  # client: httpx.AsyncClient
-    """An async recommend function over ``GET {endpoint}/recommend/{user}?format=json``."""
+def http_recommender(client: httpx.AsyncClient, endpoint: str, k: int = 10) -> AsyncRecommendFn:
+    """An async recommend function over ``GET {endpoint}/recommend/{user}?format=json``; a
+    body that is not an :class:`~ray_app.serving.answer.Answer` raises (a failed request)."""
 
-    async def recommend(user_id: str) -> RecoAnswer:
+    async def recommend(user_id: str) -> Answer:
         resp = await client.get(
             f"{endpoint}/recommend/{user_id}", params={"format": "json", "k": k}
         )
         resp.raise_for_status()
-        body = resp.json()
-        model_version = f"{body.get('model', 'unknown')}:{body.get('model_version', 'unknown')}"
-        return (
-            [str(i) for i in body.get("items", [])],
-            str(body.get("variant") or ""),
-            model_version,
-        )
+        return Answer.model_validate(resp.json())
 
     return recommend
 
