@@ -1,27 +1,48 @@
-"""``make demo``: every stage of the loop on embedded defaults, with figures at each step."""
+"""The demo's pipeline (``make demo``, ``ray-app demo``): every stage of the loop on embedded
+defaults, printing figures at each step."""
 
 from __future__ import annotations
 
 import shutil
-import signal
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.rule import Rule
 
+from ray_app.broker.embedded import kafka_endpoint
+from ray_app.broker.settings import KafkaSettings
+from ray_app.commands.common import progress_bar
+from ray_app.commands.train import print_train_result
+from ray_app.data.movielens import load
+from ray_app.ingest.config import IngestConfig
+from ray_app.ingest.run import run_ingest
+from ray_app.replay.events import ReplayConfig
+from ray_app.replay.run import replay_movielens
+from ray_app.runtime import init_ray, wait_for_stop_signal
+from ray_app.serving.config import ServeArgs
+from ray_app.training.job import TrainConfig, run_training
 
-@dataclass
-class DemoOptions:
+
+class DemoConfig(BaseModel):
+    """What the demo runs and where it writes."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
     once: bool = False
+    """Check one HTTP answer, shut down and exit instead of serving until Ctrl-C."""
     users: int | None = None
+    """Replay only the first N users (None: all)."""
     port: int = 8000
+    """HTTP port of the Serve app."""
     workdir: Path = Path("data/demo")
+    """Where snapshots and the registry go."""
     bootstrap_servers: str = ""
+    """Kafka to use; empty starts the embedded broker (and starts from fresh snapshots)."""
     topic: str = "movielog"
+    """Topic the replay writes and ingest reads."""
 
 
 def _wait_http(url: str, timeout_s: float = 120.0) -> httpx.Response:
@@ -39,19 +60,8 @@ def _wait_http(url: str, timeout_s: float = 120.0) -> httpx.Response:
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s: {last}")
 
 
-def run_demo(opts: DemoOptions, console: Console) -> int:
+def run_demo(opts: DemoConfig, console: Console) -> int:
     """Run the loop; returns the process exit code."""
-    from ray import serve
-
-    from ray_app.broker.embedded import kafka_endpoint
-    from ray_app.broker.settings import KafkaSettings
-    from ray_app.cli import do_ingest, do_replay, print_train_result, start_serving
-    from ray_app.data.movielens import load
-    from ray_app.ingest.config import IngestConfig
-    from ray_app.runtime import init_ray
-    from ray_app.serving.config import ServeArgs
-    from ray_app.training.job import TrainConfig, run_training
-
     snapshots = opts.workdir / "snapshots"
     registry = opts.workdir / "registry"
     # A fresh broker has fresh offsets, so snapshots from an earlier run would collide by name.
@@ -72,7 +82,10 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         )
 
         console.print(Rule("3. replay → Kafka"))
-        stats = do_replay(servers, settings, topic=opts.topic, users=opts.users)
+        with progress_bar("replay") as update:
+            stats = replay_movielens(
+                settings, ReplayConfig(topic=opts.topic, users=opts.users), progress=update
+            )
         console.print(
             f"produced {stats.events:,} line-dialect events ({stats.watch:,} watch, "
             f"{stats.rate:,} rate) for {stats.users:,} users in {stats.seconds:.1f}s "
@@ -83,7 +96,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         icfg = IngestConfig(
             topics=[opts.topic], snapshot_dir=snapshots, until_idle_s=3.0, max_batch_delay_s=2.0
         )
-        ist = do_ingest(settings, icfg)
+        ist = run_ingest(settings, icfg)
         console.print(
             f"consumed {ist.records:,} records → {ist.snapshot_rows:,} snapshot rows, "
             f"{ist.dead_letters:,} dead letters in {ist.batches} batches, {len(ist.files)} files "
@@ -98,9 +111,15 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     dashboard = init_ray()
     console.print(f"Ray dashboard: {dashboard or '(not running)'}")
     result = run_training(TrainConfig(snapshot_dir=snapshots, registry=str(registry)))
-    print_train_result(result)
+    print_train_result(result, console)
 
     console.print(Rule("6. serve"))
+    # Only now: Serve reads its mode variables, which init_ray sets, when ray.serve is imported.
+    import ray
+    from ray import serve
+
+    from ray_app.serving.run import start_serving
+
     start_serving(ServeArgs(registry=str(registry.resolve())), "127.0.0.1", opts.port)
     base = f"http://127.0.0.1:{opts.port}"
     _wait_http(f"{base}/healthz")
@@ -120,8 +139,6 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     ok = len(items) == 20 and len(set(items)) == 20
     if opts.once:
         serve.shutdown()
-        import ray
-
         ray.shutdown()
         console.print(Rule("done"))
         console.print(
@@ -129,11 +146,6 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         )
         return 0 if ok else 1
     console.print(f"serving at {base}/recommend/<user_id>; Ctrl-C stops")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+    wait_for_stop_signal()
     serve.shutdown()
     return 0

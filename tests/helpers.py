@@ -3,8 +3,9 @@ condition waits, small interaction matrices."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ray_app.events.json_dialect import format_json, json_kind_of, parse_json_batch, topic_for
 from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import Event
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
@@ -109,3 +111,108 @@ def interactions(
     """Binary interactions from ``(user, item)`` pairs; ``items`` fixes the item universe."""
     frame = pd.DataFrame(list(pairs), columns=["user_id", "item_id"])
     return Interactions.from_frame(frame, weight_col=None, item_ids=items)
+
+
+def write_json_events_snapshot(
+    root: Path,
+    events: Sequence[Event],
+    *,
+    prefix: str = "events",
+    partition: int = 0,
+    first: int = 0,
+) -> int:
+    """Like :func:`write_events_snapshot` in the JSON dialect (which keeps schema-v2 fields);
+    ``events`` must all be of one JSON kind, published on ``<prefix>.<kind>``."""
+    kinds = {json_kind_of(e) for e in events}
+    if len(kinds) != 1:
+        raise ValueError(f"need events of exactly one JSON kind, got {sorted(kinds)}")
+    (kind,) = kinds
+    topic = topic_for(prefix, kind)
+    records = [format_json(e) for e in events]
+    offsets = list(range(first, first + len(records)))
+    parsed = parse_json_batch(
+        records, kind=kind, topic=topic, partitions=partition, offsets=offsets
+    )
+    write_batch(
+        root, BatchId(topic, partition, first, first + len(records) - 1), parsed.good, parsed.dead
+    )
+    return first + len(records)
+
+
+class ListSink:
+    """An event sink (``send``/``close``, as the simulator's sinks) that keeps lines in memory."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+
+    def send(self, user_id: str, line: str) -> None:
+        """Keep ``line``."""
+        self.lines.append(line)
+
+    def close(self) -> None:
+        """Remember that the run closed its sink."""
+        self.closed = True
+
+
+def write_lines_snapshot(
+    root: Path, lines: Sequence[str], *, topic: str = "movielog", partition: int = 0, first: int = 0
+) -> int:
+    """Commit line-dialect ``lines`` (e.g. a simulator's output) as one snapshot batch starting
+    at offset ``first``, failing the test if any line is dead-lettered; returns the next offset."""
+    offsets = list(range(first, first + len(lines)))
+    parsed = parse_line_batch(
+        [line.encode() for line in lines], topic=topic, partitions=partition, offsets=offsets
+    )
+    if parsed.dead.num_rows:
+        raise AssertionError(f"dead letters: {parsed.dead.column('error').to_pylist()[:5]}")
+    write_batch(
+        root, BatchId(topic, partition, first, first + len(lines) - 1), parsed.good, parsed.dead
+    )
+    return first + len(lines)
+
+
+def serve_replica(deployment: object, **kwargs: Any) -> Any:
+    """What a Serve replica of ``deployment`` holds, built without Ray: the decorated class
+    constructed with ``kwargs`` (call its ``reconfigure`` next, as Serve does)."""
+    bound: Any = deployment  # mypy sees the class; at run time it is a serve.Deployment
+    return bound.func_or_class(**kwargs)
+
+
+class StubResponse:
+    """What ``handle.method.remote()`` returns: awaitable, and cancellable like a
+    ``DeploymentResponse`` (``cancelled`` records an explicit :meth:`cancel`)."""
+
+    def __init__(self, call: Awaitable[Any]) -> None:
+        self.task = asyncio.ensure_future(call)
+        self.cancelled = False
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.task.__await__()
+
+    def cancel(self) -> None:
+        """Cancel the call (a real response is not cancelled by abandoning its awaiter)."""
+        self.cancelled = True
+        self.task.cancel()
+
+
+class StubMethod:
+    """``handle.<method>``: ``remote(*args)`` runs ``fn(*args)``; every response is kept."""
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]]) -> None:
+        self.fn = fn
+        self.responses: list[StubResponse] = []
+
+    def remote(self, *args: Any) -> StubResponse:
+        """Start the call, as a DeploymentHandle does."""
+        self.responses.append(StubResponse(self.fn(*args)))
+        return self.responses[-1]
+
+
+class StubHandle:
+    """A DeploymentHandle stand-in for unit tests of Serve deployments: each keyword names a
+    method and the coroutine function (a real replica's method, or a fake) that answers it."""
+
+    def __init__(self, **methods: Callable[..., Awaitable[Any]]) -> None:
+        for name, fn in methods.items():
+            setattr(self, name, StubMethod(fn))

@@ -10,9 +10,12 @@ import pytest
 
 from ray_app.broker.embedded import free_port
 from ray_app.broker.settings import KafkaSettings
-from ray_app.cli import do_ingest, do_replay, start_serving
 from ray_app.ingest.config import IngestConfig
+from ray_app.ingest.run import run_ingest
+from ray_app.replay.events import ReplayConfig
+from ray_app.replay.run import replay_movielens
 from ray_app.serving.config import ServeArgs
+from ray_app.serving.run import start_serving
 from ray_app.training.job import ModelSpec, TrainConfig, run_training
 
 pytestmark = pytest.mark.integration
@@ -25,12 +28,12 @@ def test_replay_ingest_train_serve(
 
     settings = KafkaSettings(bootstrap_servers=broker)
     topic = "e2e-movielog"
-    stats = do_replay(broker, settings, topic=topic, users=60, watch_minutes=2)
+    stats = replay_movielens(settings, ReplayConfig(topic=topic, users=60, watch_minutes=2))
     ratings = ml100k.ratings[ml100k.ratings.user_id.isin([str(u) for u in range(1, 61)])]
     assert stats.rate == len(ratings) and stats.watch == 2 * len(ratings)
 
     snaps = tmp_path / "snapshots"
-    ist = do_ingest(
+    ist = run_ingest(
         settings,
         IngestConfig(
             topics=[topic],
@@ -78,7 +81,9 @@ def test_replay_ingest_train_serve(
             assert not set(items) & seen, "never a movie the user already rated"
 
         js = httpx.get(f"{base}/recommend/1?format=json", timeout=30).json()
-        assert js["model"] == "ease" and js["model_version"].startswith("v")
+        ease = next(mv.version for mv in result.versions if mv.name == "ease")
+        assert (js["variant"], js["model"], js["model_version"]) == ("A", "ease", ease)
+        assert js["known_user"] and not js["fallback"]
         assert js["items"] == httpx.get(f"{base}/recommend/1", timeout=30).text.split(",")
 
         unknown = httpx.get(f"{base}/recommend/999999", timeout=30).text.split(",")

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from ray_app.broker.embedded import ensure_topics
 from ray_app.snapshots.protocol import committed_batches
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BAD = [
     b"2024-01-05T10:11:12,12,GET /nope/42",
@@ -88,7 +88,7 @@ def test_sigkill_loses_and_duplicates_nothing(broker: str, tmp_path: Path) -> No
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(3.5, 6.0))  # group join is ~3 s on Tansu; kill mid-stream
+        time.sleep(rng.uniform(3.5, 6.0))  # after the group join, mid-stream
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -1,25 +1,31 @@
-"""Ingest against the real embedded broker: both dialects agree; consumer actors on Ray."""
+"""Ingest against the real embedded broker: both dialects agree; consumer actors on Ray, each
+with its own /metrics port."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from helpers import wait_until
 from kafka import KafkaProducer
 
-from ray_app.broker.embedded import ensure_topics
+from ray_app.broker.embedded import ensure_topics, free_port
 from ray_app.broker.settings import KafkaSettings
 from ray_app.events.json_dialect import format_json, topic_for
 from ray_app.events.line_dialect import format_line
 from ray_app.events.model import Event, RateEvent, RecoEvent, WatchEvent
 from ray_app.ingest.config import IngestConfig
-from ray_app.ingest.consumer import SnapshotConsumer
+from ray_app.ingest.consumer import IngestStats, SnapshotConsumer
+from ray_app.ingest.run import run_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +201,57 @@ def test_quiet_topic_lands_within_the_delay_and_dead_letters_reach_the_dlq(
     assert msg.value == b"2024-03-01T00:00:01,1,GET /nope"
     headers = dict(msg.headers)
     assert b"/nope" in headers["error"] and headers["source"] == f"{topic}/0/1".encode()
+
+
+def _consecutive_free_ports(n: int) -> int:
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("0.0.0.0", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def test_each_consumer_actor_serves_metrics_on_its_own_port(
+    broker: str, ray_session: None, tmp_path: Path
+) -> None:
+    topic = f"metrics-{os.getpid()}-{time.monotonic_ns()}"
+    ensure_topics(broker, {topic: 2})
+    p = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    for i in range(400):
+        p.send(topic, f"2024-03-01T00:00:{i % 60:02d},{i},GET /data/m/7/1.mpg".encode(),
+               partition=i % 2)  # fmt: skip
+    p.flush()
+    cfg = IngestConfig(
+        topics=[topic], group_id=f"m-{topic}", snapshot_dir=tmp_path, until_idle_s=8,
+        max_batch_delay_s=0.3,
+    )  # fmt: skip
+    base = _consecutive_free_ports(2)
+    done: list[IngestStats] = []
+    t = threading.Thread(
+        target=lambda: done.append(
+            run_ingest(KafkaSettings(bootstrap_servers=broker), cfg, consumers=2, metrics_port=base)
+        ),
+        daemon=True,
+    )
+    t.start()
+    try:
+        for port in (base, base + 1):
+            body = wait_until(
+                lambda port=port: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text,
+                timeout=120,
+                what=f"/metrics on {port}",
+            )
+            assert "ray_app_ingest_records_total" in body
+    finally:
+        t.join(timeout=180)
+    assert done and done[0].snapshot_rows == 400

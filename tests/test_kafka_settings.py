@@ -14,12 +14,14 @@ def test_sasl_ssl_settings_pass_through(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RAY_APP_KAFKA_SASL_USERNAME", "svc")
     monkeypatch.setenv("RAY_APP_KAFKA_SASL_PASSWORD", "s3cret")
     monkeypatch.setenv("RAY_APP_KAFKA_SSL_CAFILE", "/etc/ca.pem")
+    monkeypatch.setenv("RAY_APP_KAFKA_BOOTSTRAP_TIMEOUT_MS", "1500")
     kw = KafkaSettings().client_kwargs()
     assert kw["bootstrap_servers"] == ["b1:9093", "b2:9093"]
     assert kw["security_protocol"] == "SASL_SSL"
     assert kw["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kw["sasl_plain_username"] == "svc" and kw["sasl_plain_password"] == "s3cret"
     assert kw["ssl_cafile"] == "/etc/ca.pem"
+    assert kw["bootstrap_timeout_ms"] == 1500
     assert "s3cret" not in repr(KafkaSettings())  # secrets never show up in logs
 
 

@@ -19,7 +19,9 @@ from types import TracebackType
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+
+from ray_app.errors import UserError
 
 
 def tansu_binary() -> Path:
@@ -174,11 +176,34 @@ def ensure_topics(
         admin.close()
 
 
+class BrokerUnreachableError(UserError):
+    """No Kafka broker answered at the configured bootstrap servers."""
+
+
+def _unreachable(exc: KafkaTimeoutError) -> bool:
+    # kafka-python 3 says "Unable to bootstrap from [...]" when no server answered; other
+    # timeouts (a slow send, a slow commit) are not this.
+    return "bootstrap" in str(exc)
+
+
 @contextlib.contextmanager
 def kafka_endpoint(bootstrap_servers: str = "") -> Iterator[str]:
-    """Yield ``bootstrap_servers``, starting an embedded broker for the block if it is empty."""
-    if bootstrap_servers.strip():
-        yield bootstrap_servers.strip()
+    """Yield ``bootstrap_servers``, starting an embedded broker for the block if it is empty.
+
+    A block that cannot reach given servers raises :class:`BrokerUnreachableError`, which
+    names them and the fix.
+    """
+    servers = bootstrap_servers.strip()
+    if servers:
+        try:
+            yield servers
+        except KafkaTimeoutError as exc:
+            if not _unreachable(exc):
+                raise
+            raise BrokerUnreachableError(
+                f"no Kafka broker answered at {servers}: check --bootstrap-servers "
+                "(RAY_APP_KAFKA_BOOTSTRAP_SERVERS), or leave it empty to start the embedded broker"
+            ) from exc
         return
     with EmbeddedBroker() as broker:
         yield broker.bootstrap_servers

@@ -15,20 +15,34 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class KafkaSettings(BaseSettings):
     """How to reach Kafka. Empty ``bootstrap_servers`` means: start the embedded broker."""
 
-    model_config = SettingsConfigDict(env_prefix="RAY_APP_KAFKA_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="RAY_APP_KAFKA_", extra="forbid", use_attribute_docstrings=True
+    )
 
     bootstrap_servers: str = ""
     """Comma-separated ``host:port`` list; empty starts the embedded Tansu broker."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How clients talk to the brokers: plain, TLS, SASL, or SASL over TLS."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism (required with a ``SASL_*`` protocol)."""
     sasl_username: str | None = None
+    """SASL user (required with a ``SASL_*`` protocol)."""
     sasl_password: SecretStr | None = None
+    """SASL password (required with a ``SASL_*`` protocol); never shown in logs or reprs."""
     ssl_cafile: str | None = None
+    """CA bundle that signed the brokers' certificates (default: the system's)."""
     ssl_certfile: str | None = None
+    """Client certificate, for brokers that require mutual TLS."""
     ssl_keyfile: str | None = None
+    """Private key of ``ssl_certfile``."""
     ssl_check_hostname: bool = True
+    """Check that a broker's certificate matches its host name."""
     client_id: str = "ray-app"
+    """Client id the brokers see in their logs and quotas."""
     request_timeout_ms: int = Field(default=30_000, gt=0)
+    """How long a client waits for the answer to one request."""
+    bootstrap_timeout_ms: int = Field(default=30_000, gt=0)
+    """How long a client tries the bootstrap servers before it gives up on them."""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -44,6 +58,7 @@ class KafkaSettings(BaseSettings):
 
     @property
     def servers(self) -> list[str]:
+        """``bootstrap_servers`` as a list."""
         return [p.strip() for p in self.bootstrap_servers.split(",") if p.strip()]
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -55,6 +70,7 @@ class KafkaSettings(BaseSettings):
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
         }
         if self.security_protocol.startswith("SASL"):
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):

@@ -1,1 +1,2 @@
-"""Typer command groups that ``ray_app.cli`` registers (``register(app)`` per module)."""
+"""The ``ray-app`` command groups, one module each; :mod:`ray_app.cli` registers them with each
+module's ``register(app)``. :mod:`.common` holds what they share."""

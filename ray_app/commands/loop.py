@@ -1,7 +1,6 @@
 """Closed-loop commands: ``simulate``, ``online-eval``, ``experiment report``, ``drift``.
 
-``ray_app.cli`` wires them with ``loop.register(app)``; each command imports its heavy
-dependencies lazily so ``ray-app --help`` stays fast.
+Each command imports its heavy dependencies when it runs so that ``ray-app --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,15 +11,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
+from ray_app.commands.common import (
+    BootstrapOpt,
+    SnapshotDirOpt,
+    console,
+    require_snapshot_dir,
+    user_errors,
+)
+from ray_app.config import validate_config
+from ray_app.errors import UserError
 
 
 def _parse_weights(text: str) -> dict[str, float] | None:
@@ -41,15 +42,7 @@ def _parse_weights(text: str) -> dict[str, float] | None:
 
 def simulate_cmd(
     endpoint: Annotated[str, typer.Option(help="Serving app base URL.")] = "http://127.0.0.1:8000",
-    bootstrap_servers: Annotated[
-        str,
-        typer.Option(
-            "--bootstrap-servers",
-            "-b",
-            envvar="RAY_APP_KAFKA_BOOTSTRAP_SERVERS",
-            help="Kafka host:port list. Empty: start the embedded broker for this command.",
-        ),
-    ] = "",
+    bootstrap_servers: BootstrapOpt = "",
     topic: Annotated[str, typer.Option(help="Line-dialect topic.")] = "movielog",
     to_file: Annotated[
         Path | None, typer.Option(help="Append event lines to this file instead of Kafka.")
@@ -74,23 +67,22 @@ def simulate_cmd(
     )
     from ray_app.simulation.users import build_population
 
-    try:
-        cfg = SimulationConfig(
-            endpoint=endpoint,
-            bootstrap_servers=bootstrap_servers,
-            topic=topic,
-            dataset=dataset,
-            n_users=users or None,
-            steps_per_user=steps,
-            max_requests=max_requests,
-            max_seconds=max_seconds,
-            concurrency=concurrency,
-            k=k,
-            seed=seed,
-        )
-    except ValueError as exc:
-        _fail(str(exc))
-        return
+    cfg = validate_config(
+        SimulationConfig,
+        {
+            "endpoint": endpoint,
+            "bootstrap_servers": bootstrap_servers,
+            "topic": topic,
+            "dataset": dataset,
+            "n_users": users or None,  # 0: every user
+            "steps_per_user": steps,
+            "max_requests": max_requests,
+            "max_seconds": max_seconds,
+            "concurrency": concurrency,
+            "k": k,
+            "seed": seed,
+        },
+    )
     population = build_population(load(dataset).ratings, cfg.behaviour, cfg.n_users, seed)
     console.print(f"{len(population.users)} simulated users → {cfg.endpoint}")
     if to_file is not None:
@@ -103,11 +95,14 @@ def simulate_cmd(
             stats = simulate_http(population, cfg, KafkaSink(servers, topic))
     console.print(stats.summary())
     if stats.requests == 0:
-        _fail(f"no request to {cfg.endpoint} succeeded; is the serving app running?")
+        raise UserError(
+            f"no request to {cfg.endpoint} succeeded; start the serving app (ray-app serve) "
+            "or point --endpoint at it"
+        )
 
 
 def online_eval_cmd(
-    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot root (ray-app ingest output).")],
+    snapshot_dir: SnapshotDirOpt,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("online_eval"),
     window_minutes: Annotated[float, typer.Option(help="Attribution window.")] = 60.0,
     every: Annotated[float, typer.Option(help="Recompute every N seconds (0: once).")] = 0.0,
@@ -116,9 +111,10 @@ def online_eval_cmd(
     """Join reco events to later watches; conversion per variant and model version."""
     from ray_app.evaluation.online import run_online_eval, run_online_eval_loop
 
-    window = timedelta(minutes=window_minutes)
     if window_minutes <= 0:
-        _fail(f"--window-minutes must be positive, got {window_minutes}")
+        raise UserError(f"--window-minutes must be positive, got {window_minutes}")
+    window = timedelta(minutes=window_minutes)
+    require_snapshot_dir(snapshot_dir)
     if every > 0:
         console.print(f"recomputing every {every:g}s; Ctrl-C stops")
         run_online_eval_loop(snapshot_dir, window, out, interval_s=every, port=port or None)
@@ -140,7 +136,7 @@ def online_eval_cmd(
 
 
 def experiment_report_cmd(
-    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot root.")],
+    snapshot_dir: SnapshotDirOpt,
     out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")],
     control: Annotated[str, typer.Option(help="Control variant (default: first by name).")] = "",
     weights: Annotated[str, typer.Option(help="Configured weights, e.g. A=0.5,B=0.5.")] = "",
@@ -153,20 +149,21 @@ def experiment_report_cmd(
     """Analyse an A/B experiment: rates with CIs, z-test, effect size, SRM, sample size."""
     from ray_app.experiments.report import ExperimentConfig, report_from_snapshots
 
-    try:
-        cfg = ExperimentConfig(
-            control=control or None,
-            weights=_parse_weights(weights),
-            planned_requests_per_variant=planned or None,
-            min_detectable_lift=mde,
-            alpha=alpha,
-            power=power,
-            window_s=window_minutes * 60,
-        )
-        report = report_from_snapshots(snapshot_dir, out, cfg)
-    except ValueError as exc:
-        _fail(str(exc))
-        return
+    cfg = validate_config(
+        ExperimentConfig,
+        {
+            "control": control or None,
+            "weights": _parse_weights(weights),
+            "planned_requests_per_variant": planned or None,
+            "min_detectable_lift": mde,
+            "alpha": alpha,
+            "power": power,
+            "window_s": window_minutes * 60,
+        },
+    )
+    # The report explains data it cannot analyse (no reco events, one variant) as ValueError.
+    with user_errors(ValueError):
+        report = report_from_snapshots(require_snapshot_dir(snapshot_dir), out, cfg)
     table = Table("variant", "requests", "users", "conversions", "rate", "95% CI")
     for v in report["variants"]:
         table.add_row(
@@ -188,7 +185,7 @@ def experiment_report_cmd(
 
 
 def drift_cmd(
-    snapshot_dir: Annotated[Path, typer.Option(help="Snapshot root.")],
+    snapshot_dir: SnapshotDirOpt,
     recent_hours: Annotated[float, typer.Option(help="Length of the recent window.")] = 24.0,
     reference_end: Annotated[
         str, typer.Option(help="ISO time the training window ends (default: recent start).")
@@ -210,14 +207,18 @@ def drift_cmd(
         results_as_dicts,
     )
 
+    cfg = validate_config(
+        DriftConfig, {"psi_threshold": psi_threshold, "ks_threshold": ks_threshold}
+    )
     try:
-        cfg = DriftConfig(psi_threshold=psi_threshold, ks_threshold=ks_threshold)
         end = datetime.fromisoformat(reference_end) if reference_end else None
-        if end is not None and end.tzinfo is None:
-            end = end.replace(tzinfo=UTC)
     except ValueError as exc:
-        _fail(f"{exc} (--reference-end takes an ISO time such as 2026-01-01T00:00)")
-        return
+        raise UserError(
+            f"--reference-end {reference_end!r} is not an ISO time; use e.g. 2026-01-01T00:00"
+        ) from exc
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    require_snapshot_dir(snapshot_dir)
     results = drift_from_snapshots(snapshot_dir, timedelta(hours=recent_hours), end, cfg)
     if metrics_file is not None:
         write_to_textfile(str(metrics_file), drift_registry(results, cfg))

@@ -30,6 +30,9 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
+from ray_app.config import ConfigError
+from ray_app.errors import UserError
+
 log = logging.getLogger(__name__)
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -76,6 +79,10 @@ ML100K_GENRES = [
 
 class ChecksumError(RuntimeError):
     """A downloaded file does not match its published checksum."""
+
+
+class FetchError(UserError, RuntimeError):
+    """No source could deliver a dataset; the message lists what each source said."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,7 @@ def fetch(
 ) -> Path:
     """Download ``name`` into the cache (once) and return its directory."""
     if name not in OFFICIAL:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(OFFICIAL)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(OFFICIAL)}")
     root = root or cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
@@ -192,7 +199,10 @@ def fetch(
             except Exception as exc:
                 errors.append(f"recbole wheel: {exc}")
         if staged is None:
-            raise RuntimeError(f"could not fetch {name}: " + "; ".join(errors))
+            raise FetchError(
+                f"could not fetch {name} ({'; '.join(errors)}); check network access to "
+                f"{GROUPLENS} (and to PyPI for ml-100k) and retry"
+            )
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)

@@ -63,12 +63,6 @@ class IngestStats:
     last_flush_at: float | None = None
     """``time.time()`` when the last batch became durable (excludes the idle wait)."""
 
-    @property
-    def busy_seconds(self) -> float:
-        if self.first_record_at is None or self.last_flush_at is None:
-            return 0.0
-        return max(self.last_flush_at - self.first_record_at, 1e-9)
-
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: SnapshotConsumer) -> None:

@@ -8,7 +8,6 @@ on disk, so a restart neither loses nor duplicates records.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import ray
 
@@ -48,7 +47,10 @@ class ConsumerActor:
 def run_consumer_actors(
     settings: KafkaSettings, config: IngestConfig, n: int, metrics_base_port: int | None = None
 ) -> IngestStats:
-    """Start ``n`` actors (max_concurrency 2 so ``stop`` can interrupt ``run``) and merge stats."""
+    """Start ``n`` actors (max_concurrency 2 so ``stop`` can interrupt ``run``) and merge stats.
+
+    With ``metrics_base_port``, actor ``i`` serves ``/metrics`` on ``metrics_base_port + i``.
+    """
     actors = [
         ConsumerActor.options(max_concurrency=2).remote(  # type: ignore[attr-defined]
             settings, config, str(i), metrics_base_port + i if metrics_base_port else None
@@ -65,6 +67,7 @@ def run_consumer_actors(
 
 
 def merge_stats(results: list[IngestStats]) -> IngestStats:
+    """One group's stats from its members' (times: the longest member's)."""
     out = IngestStats()
     for r in results:
         out.records += r.records
@@ -75,8 +78,3 @@ def merge_stats(results: list[IngestStats]) -> IngestStats:
         out.seconds = max(out.seconds, r.seconds)
         out.partitions |= r.partitions
     return out
-
-
-def describe(actors: list[Any]) -> list[list[tuple[str, int]]]:
-    """Which partitions each actor owns right now (for tests and the CLI)."""
-    return list(ray.get([a.partitions.remote() for a in actors]))

@@ -15,10 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 class ReplayConfig(BaseModel):
     """How ratings become events."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     topic: str = "movielog"
     """Topic the line-dialect events go to."""
+    dataset: str = "ml-100k"
+    """MovieLens dataset whose ratings are replayed (``ray-app data fetch`` lists them)."""
+    partitions: int = Field(default=2, ge=1)
+    """Partitions of ``topic`` if it has to be created (an existing topic is left as it is)."""
     watch_minutes: int = Field(default=3, ge=0, le=300)
     """Watch events (minutes 0..n-1) emitted before each rate event."""
     max_events: int | None = Field(default=None, ge=1)
@@ -31,12 +35,17 @@ class ReplayConfig(BaseModel):
 
 @dataclass(frozen=True)
 class ReplayStats:
+    """What one replay produced."""
+
     events: int
     watch: int
+    """Watch events among ``events``."""
     rate: int
+    """Rate events among ``events``."""
     users: int
     movies: int
     seconds: float
+    """Production time, throttling included."""
 
 
 def _iso(ts: np.ndarray) -> np.ndarray:
@@ -92,12 +101,15 @@ def produce(
     step = 1000
     try:
         for i in range(0, len(lines), step):
-            for line, user in zip(lines[i : i + step], users[i : i + step], strict=True):
+            chunk = zip(lines[i : i + step], users[i : i + step], strict=True)
+            for line, user in chunk:
                 producer.send(config.topic, value=line.encode(), key=user.encode())
+            sent = min(i + step, len(lines))
             if progress:
-                progress(min(step, len(lines) - i))
+                progress(sent - i)
             if config.rate_per_s:
-                ahead = (i + step) / config.rate_per_s - (time.monotonic() - start)
+                # Pace by what was actually sent: a short last chunk must not sleep for a full one.
+                ahead = sent / config.rate_per_s - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
         producer.flush()
