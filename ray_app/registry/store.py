@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 
 import ray_app
 from ray_app.models.base import Recommender
+from ray_app.paths import resolve_location
 from ray_app.registry.signing import SignatureError, SigningConfig, sign, verify
 
 MANIFEST = "manifest.json"
@@ -73,12 +74,9 @@ class Registry:
     ) -> None:
         self.uri = str(root)
         self.signing = signing or SigningConfig()
-        self.fs, self.base = pafs.FileSystem.from_uri(self._abs(self.uri))
+        self.fs, self.base = pafs.FileSystem.from_uri(resolve_location(self.uri))
         self.cache = cache or Path(platformdirs.user_cache_dir("ray-app")) / "registry"
 
-    @staticmethod
-    def _abs(uri: str) -> str:
-        return uri if "://" in uri else str(Path(uri).resolve())
 
     def path(self, *parts: str) -> str:
         """The registry filesystem path of ``parts`` under the root (for :attr:`fs`)."""
