@@ -7,12 +7,15 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import StubHandle
+from helpers import StubHandle, interactions
 
 from ray_app.events.reco import format_server
+from ray_app.models.popularity import Popularity
+from ray_app.registry.store import Registry
 from ray_app.serving.answer import Answer
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.ingress import Ingress, IngressSettings
@@ -46,7 +49,7 @@ def ingress(graph: Graph, **args: Any) -> Any:
     wrapped: Any = Ingress
     cls = wrapped.func_or_class.__mro__[1]  # the class under @serve.ingress
     obj = cls.__new__(cls)
-    settings = IngressSettings.from_args(ServeArgs(registry="r", **args))
+    settings = IngressSettings.from_args(ServeArgs(**{"registry": "r", **args}))
     cls.__init__(
         obj,
         router=StubHandle(route_batch=graph.route_batch),
@@ -120,9 +123,42 @@ def test_the_last_resort_list_comes_from_the_configured_fallback_model(
     async def break_both() -> None:
         graph.router_fails = graph.fallback_fails = True
 
+    async def raw() -> Any:
+        return await obj._answer("u2", 5, "r-2", json_body=True, t0=time.perf_counter())
+
     # a full list from the model named "cheap" passes by, then nothing behind the ingress works
-    _, _, body = in_one_loop(
-        lambda: answer(obj, "u1", 20), break_both, lambda: answer(obj, "u2", 5)
+    _, _, resp = in_one_loop(lambda: answer(obj, "u1", 20), break_both, raw)
+    if kept:
+        body = json.loads(resp.body)
+        assert body["items"] == TOP[:5] and body["model"] == "cheap"
+        assert body["model_version"] == "p1" and body["fallback_reason"] == "router_error"
+    else:  # no list of the configured fallback model was ever seen: never an empty 200
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+
+
+def test_an_empty_answer_is_never_a_200(tmp_path: Path) -> None:
+    """Router and fallback reachable but empty (cold replicas missed their deadlines): the
+    ingress answers from the list it seeded from the registry at start, else 503."""
+
+    class ColdGraph(Graph):
+        async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[Answer]:
+            empty = Answer(variant="A", fallback=True, fallback_reason="timeout")
+            return [empty for _ in ks]
+
+    graph = ColdGraph()
+    cold = ingress(graph)
+    (resp,) = in_one_loop(
+        lambda: cold._answer("u1", 5, "r-1", json_body=False, t0=time.perf_counter())
     )
-    assert body["fallback_reason"] == "router_error" and body["model"] is None
-    assert body["items"] == (TOP[:5] if kept else [])
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+
+    registry = Registry(tmp_path / "registry")
+    pop = Popularity().fit(
+        interactions([(f"u{u}", f"m{i}") for u in range(9) for i in range(u + 1)])
+    )
+    version = registry.register(pop).version
+    seeded = ingress(graph, registry=str(registry.uri))
+    (body,) = in_one_loop(lambda: answer(seeded, "u1", 5))
+    assert body["items"] == [f"m{i}" for i in range(5)]
+    assert body["model"] == "popularity" and body["model_version"] == version
+    assert body["fallback"] and body["fallback_reason"] == "timeout" and body["variant"] == "A"

@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
 from ray_app.events.reco import served_reco_event
+from ray_app.registry.signing import SigningConfig
 from ray_app.serving import security
 from ray_app.serving.answer import Answer
 from ray_app.serving.batching import AdaptiveBatcher
@@ -120,6 +121,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "request could not be processed"}, status_code=400)
 
 
+def _unavailable() -> Response:
+    """503 with ``Retry-After``: what a client gets instead of an empty list."""
+    return JSONResponse(
+        {"detail": "no recommendations available yet; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 class IngressSettings(BaseModel):
     """What the ingress fixes at start: its part of :class:`ServeArgs` (validated there, and
     documented there under the same names)."""
@@ -130,6 +140,10 @@ class IngressSettings(BaseModel):
     """List length when a request does not give ``k``."""
     fallback_model: str
     """Registry name of the fallback model; its full lists become the last-resort answer."""
+    registry: str
+    """Registry root: the last-resort list is seeded from the fallback model there."""
+    signing: SigningConfig
+    """How the registry's signatures are verified."""
     rate_limit_per_min: int
     """Token-bucket limit per key."""
     rate_limit_key: Literal["user", "api_key", "client"]
@@ -179,6 +193,7 @@ class Ingress:
             log.warning("no admin API keys configured: /admin routes will answer 401")
         self.limiter = RateLimiter(settings.rate_limit_per_min)
         self.last_resort = LastResort(settings.fallback_model, min_items=settings.default_k)
+        self.last_resort.seed(settings.registry, settings.signing)
         self.batching: IngressConfig | None = None
         # Requests that arrive while earlier batches are with the router leave together: the
         # chain behind the router is then paid once per batch, not once per request. The
@@ -267,6 +282,10 @@ class Ingress:
                 "content": {"text/plain": {}, "application/json": {}},
             },
             429: {"description": "Rate limit exceeded; see the `Retry-After` header."},
+            503: {
+                "description": "No list could be produced yet (the service is starting and "
+                "no model answered); retry after the `Retry-After` header's seconds."
+            },
         },
     )
     async def recommend(
@@ -300,7 +319,8 @@ class Ingress:
             # Last line of defence: a recommendation request still gets the last full fallback list.
             log.exception("ingress failed for %s; last-resort list", user_id)
             self.m_errors.inc(tags={"stage": "ingress"})
-            return PlainTextResponse(",".join(self.last_resort.items(kk)))
+            items = self.last_resort.items(kk)
+            return PlainTextResponse(",".join(items)) if items else _unavailable()
 
     async def _answer(
         self, user_id: str, k: int, request_id: str, *, json_body: bool, t0: float
@@ -312,6 +332,13 @@ class Ingress:
             self.m_errors.inc(tags={"stage": "router"})
             ans = await self._fallback(user_id, k)
         self.last_resort.offer(ans)
+        if not ans.items:
+            # Router and fallback both came back empty (cold or dead replicas): never an empty
+            # 200. The ingress's own list answers; without one the client is told to retry.
+            self.m_errors.inc(tags={"stage": "empty"})
+            ans = self.last_resort.answer(ans, k)
+            if not ans.items:
+                return _unavailable()
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         ans = ans.model_copy(
             update={"user_id": user_id, "request_id": request_id, "latency_ms": latency_ms}
@@ -351,7 +378,7 @@ class Ingress:
             return fb.model_copy(update=update)
         except Exception:
             self.m_errors.inc(tags={"stage": "fallback"})
-            return Answer.model_validate({**update, "items": self.last_resort.items(k)})
+            return self.last_resort.answer(Answer.model_validate(update), k)
 
     @api.get("/trace/{request_id}")
     async def trace(
