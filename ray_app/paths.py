@@ -12,9 +12,23 @@ makes the shipped configs work unchanged on a cluster.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BeforeValidator
 
 HOME_ENV = "RAY_APP_HOME"
+
+
+def _as_text(value: Any) -> Any:
+    # Kept as text: Path("s3://b/p") would collapse the URI to "s3:/b/p".
+    return os.fspath(value) if isinstance(value, PurePath) else value
+
+
+Location = Annotated[str, BeforeValidator(_as_text)]
+"""A config field holding a path or URI (``Path`` values accepted), resolved when used with
+:func:`resolve_location`."""
 
 
 def is_uri(location: str | Path) -> bool:
@@ -34,5 +48,8 @@ def resolve_location(location: str | Path) -> str:
         return text
     base = home()
     if is_uri(base):
-        return f"{base.rstrip('/')}/{Path(text).as_posix()}"
+        # The relative part joins the URI's path, before any query (s3://b/p?endpoint=…).
+        parts = urlsplit(base)
+        path = f"{parts.path.rstrip('/')}/{Path(text).as_posix()}"
+        return urlunsplit(parts._replace(path=path))
     return str((Path(base) / text).resolve())

@@ -4,6 +4,8 @@ condition waits, small interaction matrices."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from pathlib import Path
@@ -19,7 +21,8 @@ from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import Event
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
 from ray_app.models.base import Interactions
-from ray_app.snapshots.protocol import BatchId, write_batch
+from ray_app.snapshots.protocol import BatchId
+from ray_app.snapshots.store import write_batch
 
 
 def write_events_snapshot(
@@ -216,3 +219,48 @@ class StubHandle:
     def __init__(self, **methods: Callable[..., Awaitable[Any]]) -> None:
         for name, fn in methods.items():
             setattr(self, name, StubMethod(fn))
+
+
+class S3Server:
+    """A running S3-compatible server (moto's ``moto_server``) with one bucket."""
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.endpoint = endpoint
+        """``host:port`` of the server (plain HTTP)."""
+        self.bucket = bucket
+
+    def uri(self, prefix: str) -> str:
+        """An ``s3://`` URI of ``prefix`` in the bucket that carries the endpoint and (dummy)
+        credentials itself, so any process (a subprocess, a Ray worker or Serve replica) can
+        open it without environment variables."""
+        query = f"endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
+        return f"s3://test:test@{self.bucket}/{prefix.strip('/')}?{query}"
+
+
+def start_s3_server(
+    port: int, bucket: str = "ray-app-test", timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], S3Server]:
+    """Start ``moto_server`` (from the dev extras) on ``port`` and create ``bucket``; the
+    caller stops the returned process."""
+    import pyarrow.fs as pafs
+
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = S3Server(f"127.0.0.1:{port}", bucket)
+    try:
+        wait_until(
+            lambda: httpx.get(f"http://{server.endpoint}/", timeout=2).status_code < 500,
+            timeout,
+            what=f"moto_server on port {port}",
+        )
+        fs, _ = pafs.FileSystem.from_uri(server.uri("x") + "&allow_bucket_creation=true")
+        fs.create_dir(bucket)
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return proc, server

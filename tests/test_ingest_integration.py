@@ -161,7 +161,7 @@ def test_quiet_topic_lands_within_the_delay_and_dead_letters_reach_the_dlq(
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from ray_app.snapshots.protocol import committed_batches
+    from ray_app.snapshots.store import committed_batches
 
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     topic, dlq = f"quiet-{tag}", f"dlq-{tag}"

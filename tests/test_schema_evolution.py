@@ -16,8 +16,9 @@ from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import RecoEvent, WatchEvent
 from ray_app.events.reco import served_reco_event
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA, SNAPSHOT_SCHEMAS
-from ray_app.snapshots.protocol import BatchId, write_batch
+from ray_app.snapshots.protocol import BatchId
 from ray_app.snapshots.read import load_snapshot_events
+from ray_app.snapshots.store import write_batch
 
 V1, V2 = SNAPSHOT_SCHEMAS[1], SNAPSHOT_SCHEMAS[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -118,7 +119,9 @@ def test_load_snapshot_events_reads_v1_and_v2_files_together(tmp_path: Path) -> 
         ts=T0 + timedelta(minutes=2),
     )
     write_json_events_snapshot(tmp_path, [new])
-    schemas = {f.name.split("+")[0]: pq.read_schema(f) for f in tmp_path.rglob("kind=reco/*/*")}
+    schemas = {
+        f.name.split("+")[0]: pq.read_schema(f) for f in tmp_path.rglob("kind=reco/*.parquet")
+    }
     assert schemas["movielog"].names == V1.names
     assert schemas["events.reco_responses"].names == V2.names
 

@@ -121,3 +121,24 @@ def test_missing_snapshot_directory_is_a_user_error(tmp_path: Path) -> None:
     message = str(err.value)
     assert f"snapshot directory {missing} does not exist" in message
     assert "ray-app ingest" in message and "\n" not in message
+
+
+def test_live_events_with_sub_second_times_train(tmp_path: Path) -> None:
+    """Simulated and served events carry microseconds; training read them with a safe cast to
+    whole seconds, which refused them (ArrowInvalid) the first time a loop retrained on them."""
+    from datetime import UTC, datetime, timedelta
+
+    from helpers import write_events_snapshot
+
+    from ray_app.events.model import RateEvent, WatchEvent
+    from ray_app.training.data import load_training_data
+    from ray_app.training.interactions import FeedbackConfig
+
+    at = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    events = [WatchEvent(at + timedelta(seconds=i), str(i % 3), str(i), 0) for i in range(6)]
+    events.append(RateEvent(at + timedelta(seconds=9.5), "0", "5", 4))
+    write_events_snapshot(tmp_path, events)
+    data = load_training_data(str(tmp_path), FeedbackConfig(), None)
+    assert len(data.frame) == 7  # six watched pairs and one rated
+    last = data.frame.set_index(["user_id", "item_id"]).loc[("0", "5"), "timestamp"]
+    assert last == int((at + timedelta(seconds=9)).timestamp())  # truncated, not refused

@@ -50,6 +50,7 @@ def ingest_cmd(
     from ray_app.ingest.config import IngestConfig
     from ray_app.ingest.run import metrics_ports, run_ingest
     from ray_app.runtime import init_ray
+    from ray_app.snapshots.store import SnapshotStore
 
     cfg = load_config(
         IngestConfig,
@@ -60,6 +61,9 @@ def ingest_cmd(
         until_idle_s=until_idle,
         dialect=dialect,
     )
+    # Resolved here, where the user is: consumer actors may run in another directory or node.
+    store = SnapshotStore.at(cfg.snapshot_dir)
+    cfg = cfg.model_copy(update={"snapshot_dir": store.location})
     settings = kafka_settings(bootstrap_servers)
     ports = metrics_ports(metrics_port, consumers)
     with kafka_endpoint(settings.bootstrap_servers) as servers:
@@ -73,7 +77,7 @@ def ingest_cmd(
     console.print(
         f"ingested {stats.records:,} records → {stats.snapshot_rows:,} snapshot rows, "
         f"{stats.dead_letters:,} dead letters, {stats.batches} batches, "
-        f"{len(stats.files)} files under {cfg.snapshot_dir} in {stats.seconds:.1f}s "
+        f"{len(stats.files)} files under {store.name} in {stats.seconds:.1f}s "
         f"by {consumers} consumer{'s' if consumers > 1 else ''}{metrics}"
     )
 

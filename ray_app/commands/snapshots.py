@@ -17,35 +17,39 @@ from ray_app.commands.common import (
 
 def compact_cmd(
     snapshot_dir: SnapshotDirOpt = DEFAULT_SNAPSHOT_DIR,
-    closed_before: Annotated[
-        str | None,
-        typer.Option(help="Compact dates before this (YYYY-MM-DD); default: all but the newest."),
-    ] = None,
+    target_mb: Annotated[
+        int, typer.Option(min=1, help="Merge small files into files of about this many MiB.")
+    ] = 128,
 ) -> None:
-    """Merge small files of closed dates, keeping the exactly-once naming."""
-    from ray_app.snapshots.protocol import compact
+    """Merge small files per (kind, topic, partition), keeping the exactly-once naming.
 
-    r = compact(require_snapshot_dir(snapshot_dir), closed_before)
+    Run it from one process at a time (on object stores nothing else enforces that); ingest
+    may keep running.
+    """
+    from ray_app.snapshots.compaction import compact
+
+    r = compact(require_snapshot_dir(snapshot_dir), target_bytes=target_mb * 1024 * 1024)
     console.print(
-        f"compacted {r.groups} partition-dates: {r.files_before} files → {r.files_after} "
-        f"({r.rows:,} rows)"
+        f"compacted into {r.merged_files} files: {r.files_before} files → {r.files_after} "
+        f"({r.rows:,} rows rewritten, {r.cleaned} leftovers of earlier runs removed)"
     )
 
 
 def stats_cmd(snapshot_dir: SnapshotDirOpt = DEFAULT_SNAPSHOT_DIR) -> None:
     """Committed batches, files, rows and dead letters per topic-partition."""
-    from ray_app.snapshots.protocol import committed_batches
-    from ray_app.snapshots.read import snapshot_files
+    from ray_app.snapshots.store import SnapshotStore
 
-    require_snapshot_dir(snapshot_dir)
+    store = SnapshotStore.at(require_snapshot_dir(snapshot_dir))
     table = Table("topic", "partition", "batches", "first offset", "last offset")
     per: dict[tuple[str, int], list[Any]] = {}
-    for b in committed_batches(snapshot_dir):
+    for b in store.committed_batches():
         per.setdefault((b.topic, b.partition), []).append(b)
     for (t, p), bs in sorted(per.items()):
         table.add_row(t, str(p), str(len(bs)), str(bs[0].first), str(bs[-1].last))
     console.print(table)
-    console.print(f"{len(snapshot_files(snapshot_dir))} snapshot files")
+    files = store.durable()
+    size = sum(f.size for f in files)
+    console.print(f"{len(files)} snapshot files, {size / 1e6:,.1f} MB under {store.name}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_app.events.model import ValidationRules
+from ray_app.paths import Location
 
 
 class IngestConfig(BaseModel):
@@ -23,8 +23,10 @@ class IngestConfig(BaseModel):
     """JSON dialect: topics are `<prefix>.watch`, `<prefix>.rate`, `<prefix>.reco_responses`."""
     group_id: str = "ray-app-ingest"
     """Kafka consumer group; consumers sharing it split the partitions."""
-    snapshot_dir: Path = Path("data/snapshots")
-    """Root of the Parquet snapshots (``events/``, ``dead_letter/``, ``_commits/``)."""
+    snapshot_dir: Location = "data/snapshots"
+    """Where the Parquet snapshots go (``events/``, ``dead_letter/``, ``_commits/``): a path
+    (relative paths resolve against ``RAY_APP_HOME``), ``file://…`` or ``s3://bucket/prefix``
+    (any pyarrow filesystem URI)."""
     max_batch_records: int = Field(default=50_000, ge=1)
     """Flush a partition's buffer when it holds this many records…"""
     max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

@@ -1,9 +1,9 @@
 """The snapshot consumer: Kafka records → parsed, validated Parquet batches, exactly once.
 
-See :mod:`ray_app.snapshots.protocol` for the file protocol. This module owns the consumer loop:
-per-partition buffers flushed by count, bytes or age; offsets committed only after a batch's
-marker is durable; a rebalance flushes partitions before they are revoked; SIGTERM/SIGINT (via
-``stop``) flush everything and commit before exit.
+See :mod:`ray_app.snapshots.store` for the file protocol (on any pyarrow filesystem). This
+module owns the consumer loop: per-partition buffers flushed by count, bytes or age; offsets
+committed only after a batch's marker is durable; a rebalance flushes partitions before they are
+revoked; SIGTERM/SIGINT (via ``stop``) flush everything and commit before exit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -24,7 +23,8 @@ from ray_app.events.batch import ParsedBatch
 from ray_app.events.line_dialect import parse_line_batch
 from ray_app.ingest.config import IngestConfig
 from ray_app.ingest.metrics import IngestMetrics
-from ray_app.snapshots.protocol import BatchId, next_offsets, recover, write_batch
+from ray_app.snapshots.protocol import BatchId
+from ray_app.snapshots.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SnapshotConsumer:
     ) -> None:
         self.kafka = kafka
         self.config = config
-        self.root = Path(config.snapshot_dir)
+        self.store = SnapshotStore.at(config.snapshot_dir)
         self.metrics = metrics or IngestMetrics()
         self.stop = stop or threading.Event()
         self.stats = IngestStats()
@@ -119,10 +119,10 @@ class SnapshotConsumer:
         assert self._consumer is not None
         assigned, self._pending_assign = set(self._pending_assign), set()
         owned = {(tp.topic, tp.partition) for tp in assigned}
-        removed = recover(self.root, owned)
+        removed = self.store.recover(owned)
         if removed:
             log.warning("removed %d files of unfinished batches: %s", len(removed), removed)
-        on_disk = next_offsets(self.root)
+        on_disk = self.store.next_offsets()
         for tp in assigned:
             file_next = on_disk.get((tp.topic, tp.partition))
             committed = self._consumer.committed(tp)
@@ -170,7 +170,7 @@ class SnapshotConsumer:
             t0 = time.perf_counter()
             parsed = self._parse(tp, buf)
             batch = BatchId(tp.topic, tp.partition, buf.offsets[0], buf.offsets[-1])
-            files = write_batch(self.root, batch, parsed.good, parsed.dead)
+            files = self.store.write_batch(batch, parsed.good, parsed.dead)
             if self._dlq is not None and parsed.dead.num_rows:
                 self._send_dead(parsed.dead)
             to_commit[tp] = OffsetAndMetadata(batch.last + 1, "", -1)
@@ -181,7 +181,7 @@ class SnapshotConsumer:
             self.stats.batches += 1
             self.stats.snapshot_rows += parsed.good.num_rows
             self.stats.dead_letters += parsed.dead.num_rows
-            self.stats.files.extend(str(f) for f in files)
+            self.stats.files.extend(files)
             self._buffers[tp] = _Buffer()
         if not to_commit or self._consumer is None:
             return

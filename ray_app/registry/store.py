@@ -3,8 +3,12 @@
 Each version directory holds the artifact files, ``manifest.json`` (name, version, config, code
 version, training snapshot batches, offline metrics, created-at, and the SHA-256 of every
 artifact file) and ``signature.json`` over the manifest's exact bytes. ``root`` is a local path
-or any pyarrow filesystem URI (``s3://…``, ``gs://…``); versions are staged locally, copied up,
-and downloaded to a local cache before verification and loading.
+or any pyarrow filesystem URI (``s3://…``, ``gs://…``; an S3-compatible endpoint and credentials
+may ride in the URI, ``s3://KEY:SECRET@bucket/models?endpoint_override=host:9000&scheme=http``,
+so that Serve replicas need no environment). Versions are staged locally and copied up: on a
+local filesystem into a hidden directory that is then renamed; on an object store, which cannot
+rename, with ``signature.json`` uploaded last and versions without one not listed. Remote
+versions are downloaded once into a local cache per registry and verified on every load.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +82,6 @@ class Registry:
         self.fs, self.base = pafs.FileSystem.from_uri(resolve_location(self.uri))
         self.cache = cache or Path(platformdirs.user_cache_dir("ray-app")) / "registry"
 
-
     def path(self, *parts: str) -> str:
         """The registry filesystem path of ``parts`` under the root (for :attr:`fs`)."""
         return "/".join([self.base.rstrip("/"), *parts])
@@ -117,18 +121,27 @@ class Registry:
             payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
             (stage / MANIFEST).write_bytes(payload)
             (stage / SIGNATURE).write_text(json.dumps(sign(payload, self.signing), indent=2))
-            dest = self.path(name, version)
-            self.fs.create_dir(self.path(name), recursive=True)
-            # Copy into a hidden name, then move, so readers never see a half-written version.
-            hidden = self.path(name, f".incoming-{version}")
-            pafs.copy_files(
-                str(stage),
-                hidden,
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=self.fs,
-            )
-            self.fs.move(hidden, dest)
+            self._publish(stage, name, version)
         return self.fetch(name, version)
+
+    def _publish(self, stage: Path, name: str, version: str) -> None:
+        """Copy a staged version into the registry so that readers never see half of it."""
+        local = pafs.LocalFileSystem()
+        self.fs.create_dir(self.path(name), recursive=True)
+        if self._is_local():
+            # Copy into a hidden name, then rename: the version appears whole.
+            hidden = self.path(name, f".incoming-{version}")
+            pafs.copy_files(str(stage), hidden, local, self.fs)
+            self.fs.move(hidden, self.path(name, version))
+            return
+        # Object stores cannot rename a directory: upload everything but the signature, then
+        # the signature, which :meth:`versions` requires before it lists a version.
+        for f in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != SIGNATURE):
+            pafs.copy_files(
+                str(f), self.path(name, version, f.relative_to(stage).as_posix()), local, self.fs
+            )
+        with self.fs.open_output_stream(self.path(name, version, SIGNATURE)) as fh:
+            fh.write((stage / SIGNATURE).read_bytes())
 
     # ---- reading ------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -146,13 +159,18 @@ class Registry:
         )
 
     def versions(self, name: str) -> list[str]:
-        """Versions of ``name``, oldest first."""
+        """Versions of ``name``, oldest first (on an object store: only those whose upload
+        finished, i.e. whose signature exists)."""
         infos = self.fs.get_file_info(pafs.FileSelector(self.path(name), allow_not_found=True))
-        return sorted(
+        found = sorted(
             i.base_name
             for i in infos
             if i.type == pafs.FileType.Directory and i.base_name.startswith("v")
         )
+        if self._is_local():
+            return found
+        signatures = self.fs.get_file_info([self.path(name, v, SIGNATURE) for v in found])
+        return [v for v, i in zip(found, signatures, strict=True) if i.type == pafs.FileType.File]
 
     def latest(self, name: str) -> str | None:
         """The newest version of ``name``; None when it has none."""
@@ -204,19 +222,32 @@ class Registry:
             raise FileNotFoundError(f"registry {self.uri} has no versions of model {name!r}")
         if self._is_local():
             local = Path(self.path(name, version))
-        else:
-            local = self.cache / name / version
-            if local.exists():
-                shutil.rmtree(local)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(
-                self.path(name, version),
-                str(local),
-                source_filesystem=self.fs,
-                destination_filesystem=pafs.LocalFileSystem(),
-            )
-        manifest = verify_dir(local, self.signing)
+            return ModelVersion(name, version, local, verify_dir(local, self.signing))
+        local = self._download(name, version)
+        try:
+            manifest = verify_dir(local, self.signing)
+        except SignatureError:  # perhaps a damaged cached copy: verify a fresh download
+            shutil.rmtree(local, ignore_errors=True)
+            local = self._download(name, version)
+            manifest = verify_dir(local, self.signing)
         return ModelVersion(name, version, local, manifest)
+
+    def _download(self, name: str, version: str) -> Path:
+        """A local copy of a version in the cache. Versions are immutable, so a cached copy is
+        reused (it is verified like any other); several processes on one host may download
+        the same version at once, so each downloads into its own directory and renames it."""
+        root = hashlib.sha256(self.uri.encode()).hexdigest()[:16]  # one cache per registry
+        local = self.cache / root / name / version
+        if local.exists():
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.parent / f".download-{uuid.uuid4().hex}"
+        pafs.copy_files(self.path(name, version), str(tmp), self.fs, pafs.LocalFileSystem())
+        try:
+            tmp.rename(local)
+        except OSError:  # another process finished first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        return local
 
     def load(self, name: str, version: str | None = None) -> tuple[Recommender[Any], ModelVersion]:
         """Verify, then load the model of a version."""

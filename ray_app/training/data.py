@@ -15,8 +15,9 @@ import pandas as pd
 
 from ray_app.data.movielens import load
 from ray_app.errors import UserError
-from ray_app.snapshots.read import snapshot_files, snapshot_provenance
-from ray_app.training.interactions import FeedbackConfig, read_interactions
+from ray_app.snapshots.read import snapshot_provenance
+from ray_app.snapshots.store import SnapshotStore
+from ray_app.training.interactions import TRAINING_KINDS, FeedbackConfig, read_interactions
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +42,25 @@ class TrainingData:
 
 
 def load_training_data(
-    snapshot_dir: Path, feedback: FeedbackConfig, catalog_dataset: str | None = None
+    snapshot_dir: str | Path, feedback: FeedbackConfig, catalog_dataset: str | None = None
 ) -> TrainingData:
-    """Read the durable snapshots with Ray Data into interactions and their provenance; with
-    ``catalog_dataset`` (a MovieLens name) also its movies and user profiles as features.
+    """Read the durable watch and rate snapshots at ``snapshot_dir`` (a path or URI) into
+    interactions and their provenance; with ``catalog_dataset`` (a MovieLens name) also its
+    movies and user profiles as features.
 
-    Raises :class:`UserError` when the directory is missing or holds nothing to train on.
+    Raises :class:`UserError` when the location is missing or holds nothing to train on.
     """
-    root = Path(snapshot_dir)
-    if not root.is_dir():
+    store = SnapshotStore.at(snapshot_dir)
+    if not store.exists():
         raise UserError(
-            f"snapshot directory {root} does not exist: run `ray-app ingest --snapshot-dir "
-            f"{root}` first, or point snapshot_dir / --snapshot-dir at an existing one"
+            f"snapshot directory {store.name} does not exist: run `ray-app ingest "
+            f"--snapshot-dir {snapshot_dir}` first, or point snapshot_dir / --snapshot-dir at "
+            "an existing one"
         )
-    files = snapshot_files(root)
-    frame = read_interactions(files, feedback)
+    files = store.durable(TRAINING_KINDS)
+    frame = read_interactions(store, files, feedback)
     provenance = {
-        **snapshot_provenance(root, files),
+        **snapshot_provenance(store, [f.rel for f in files]),
         "interactions": len(frame),
         "feedback": feedback.model_dump(mode="json"),
     }

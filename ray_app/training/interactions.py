@@ -2,12 +2,14 @@
 
 The first aggregation runs as Ray Data ``map_batches`` over the snapshot dataset (map-side
 combine per block with pyarrow ``group_by``); only the reduced per-(user, movie) table reaches
-the driver, where a second ``group_by`` finishes the job.
+the driver, where a second ``group_by`` finishes the job. Snapshots smaller than
+:data:`LOCAL_READ_MAX_BYTES` skip Ray Data: the same aggregation runs here, because starting
+Ray Data's read and map tasks costs more than reading a few files.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,12 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_app.errors import UserError
-from ray_app.snapshots.read import read_snapshot_dataset
+from ray_app.snapshots.read import SnapshotLocation, read_snapshot_dataset
+from ray_app.snapshots.store import SnapshotStore, StoredFile
+
+LOCAL_READ_MAX_BYTES = 64 * 1024 * 1024
+"""Snapshots up to this many Parquet bytes (a few million events) are aggregated in this
+process, larger ones with Ray Data across the cluster (see BENCHMARKS.md)."""
 
 
 class FeedbackConfig(BaseModel):
@@ -39,6 +46,9 @@ class FeedbackConfig(BaseModel):
 
 
 _AGG_COLUMNS = ["user_id", "movie_id", "minutes", "rating", "last_ts"]
+_READ_COLUMNS = ["kind", "user_id", "movie_id", "rating", "ts"]
+TRAINING_KINDS = ("watch", "rate")
+"""Event kinds interactions are built from."""
 
 
 def _partial_aggregate(batch: pa.Table) -> pa.Table:
@@ -61,7 +71,10 @@ def _partial_aggregate(batch: pa.Table) -> pa.Table:
             "movie_id": batch["movie_id"],
             "watch": pc.cast(is_watch, pa.int64()),
             "rating": batch["rating"],
-            "ts": pc.cast(pc.cast(batch["ts"], pa.timestamp("s", tz="UTC")), pa.int64()),
+            # Whole seconds, truncated: live events carry microseconds, which a safe cast refuses.
+            "ts": pc.cast(
+                pc.cast(batch["ts"], pa.timestamp("s", tz="UTC"), safe=False), pa.int64()
+            ),
         }
     )
     g = t.group_by(["user_id", "movie_id"]).aggregate(
@@ -72,18 +85,28 @@ def _partial_aggregate(batch: pa.Table) -> pa.Table:
     ).select(_AGG_COLUMNS)
 
 
-def read_interactions(snapshot_files: list[Path], feedback: FeedbackConfig) -> pd.DataFrame:
-    """Long frame ``user_id, item_id, weight, rating, minutes, timestamp`` from snapshot files.
+def read_interactions(
+    location: SnapshotLocation, files: Sequence[StoredFile], feedback: FeedbackConfig
+) -> pd.DataFrame:
+    """Long frame ``user_id, item_id, weight, rating, minutes, timestamp`` from durable
+    snapshot ``files`` (from :meth:`SnapshotStore.durable`) at ``location``.
 
     Raises :class:`UserError` when there are no files or they hold no watch or rate events.
     """
-    import ray
+    store = SnapshotStore.at(location)
+    if not files:
+        raise UserError(
+            f"no snapshot files to train on under {store.name}: run `ray-app ingest` first"
+        )
+    if sum(f.size for f in files) <= LOCAL_READ_MAX_BYTES:
+        tables = [_partial_aggregate(store.read_table([f.rel for f in files], _READ_COLUMNS))]
+    else:
+        import ray
 
-    if not snapshot_files:
-        raise UserError("no snapshot files to train on: run `ray-app ingest` first")
-    ds = read_snapshot_dataset(snapshot_files, ["kind", "user_id", "movie_id", "rating", "ts"])
-    reduced = ds.map_batches(_partial_aggregate, batch_format="pyarrow").to_arrow_refs()
-    tables = [t for t in ray.get(reduced) if t.num_rows]
+        ds = read_snapshot_dataset(store, files, _READ_COLUMNS)
+        reduced = ds.map_batches(_partial_aggregate, batch_format="pyarrow").to_arrow_refs()
+        tables = ray.get(reduced)
+    tables = [t for t in tables if t.num_rows]
     if not tables:
         raise UserError(
             "the snapshots hold no watch or rate events to train on: ingest activity first"
