@@ -2,6 +2,11 @@
 
 Tansu keeps everything in memory, so an embedded broker is for laptops, demos and tests; the
 same code talks to a real Kafka cluster when ``bootstrap_servers`` is set.
+
+By default the broker validates the JSON-dialect topics under the prefix ``events``
+(``events.watch``, …) against their published JSON Schemas (:mod:`ray_app.events.json_schema`)
+and refuses a record that does not match with ``InvalidRecordError``; other topics are not
+validated. ``schema_prefix`` picks another prefix, ``None`` turns validation off.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +28,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from ray_app.errors import UserError
+from ray_app.events.json_dialect import DEFAULT_PREFIX
+from ray_app.events.json_schema import write_schemas
 
 
 def tansu_binary() -> Path:
@@ -64,13 +72,22 @@ class EmbeddedBroker:
     """A Tansu broker subprocess on a loopback port; use as a context manager.
 
     The process is put in its own process group so that Ctrl-C in a terminal reaches only
-    our Python process, which then stops the broker in ``__exit__`` in order.
+    our Python process, which then stops the broker in ``__exit__`` in order. Records produced
+    to the JSON topics under ``schema_prefix`` must match their published schemas (``None``:
+    no validation).
     """
 
-    def __init__(self, port: int | None = None, startup_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        startup_timeout_s: float = 30.0,
+        schema_prefix: str | None = DEFAULT_PREFIX,
+    ) -> None:
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
+        self.schema_prefix = schema_prefix
         self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -80,17 +97,27 @@ class EmbeddedBroker:
         """Start the broker and wait until it answers Kafka metadata requests."""
         url = f"tcp://127.0.0.1:{self.port}"
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "error")}
+        # Tansu reads its registry from this variable too; only our flag may set it.
+        env.pop("SCHEMA_REGISTRY", None)
+        args = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        self._workdir = tempfile.TemporaryDirectory(prefix="ray-app-broker-")
+        if self.schema_prefix is not None:
+            write_schemas(Path(self._workdir.name, "schemas"), self.schema_prefix, fmt="tansu")
+            # Tansu resolves a file:// registry against its working directory, even when the
+            # path is absolute, hence the cwd and the relative URL.
+            args += ["--schema-registry", "file://./schemas"]
         self._proc = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            args,
+            cwd=self._workdir.name,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
@@ -130,16 +157,21 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+            if proc is None or proc.poll() is not None:
+                return
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        finally:
+            workdir, self._workdir = self._workdir, None
+            if workdir is not None:
+                workdir.cleanup()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
@@ -187,8 +219,11 @@ def _unreachable(exc: KafkaTimeoutError) -> bool:
 
 
 @contextlib.contextmanager
-def kafka_endpoint(bootstrap_servers: str = "") -> Iterator[str]:
-    """Yield ``bootstrap_servers``, starting an embedded broker for the block if it is empty.
+def kafka_endpoint(
+    bootstrap_servers: str = "", schema_prefix: str | None = DEFAULT_PREFIX
+) -> Iterator[str]:
+    """Yield ``bootstrap_servers``, starting an embedded broker for the block if it is empty
+    (validating the JSON topics under ``schema_prefix``, see :class:`EmbeddedBroker`).
 
     A block that cannot reach given servers raises :class:`BrokerUnreachableError`, which
     names them and the fix.
@@ -205,5 +240,5 @@ def kafka_endpoint(bootstrap_servers: str = "") -> Iterator[str]:
                 "(RAY_APP_KAFKA_BOOTSTRAP_SERVERS), or leave it empty to start the embedded broker"
             ) from exc
         return
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(schema_prefix=schema_prefix) as broker:
         yield broker.bootstrap_servers

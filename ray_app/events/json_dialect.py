@@ -1,8 +1,9 @@
 """The JSON dialect: one topic per kind, one JSON object per Kafka record.
 
 Topics are ``<prefix>.watch``, ``<prefix>.rate``, ``<prefix>.reco_requests`` and
-``<prefix>.reco_responses``. Fields per kind (anything else is ignored, so producers can add
-fields — the schema evolves additively)::
+``<prefix>.reco_responses``. Fields per kind, as :mod:`ray_app.events.records` defines them (the
+models the published JSON Schemas are generated from; anything else is ignored, so producers
+can add fields — the schema evolves additively)::
 
     watch           ts, user_id, movie_id, minute
     rate            ts, user_id, movie_id, rating
@@ -27,7 +28,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,9 +46,9 @@ from ray_app.events.model import (
     WatchEvent,
     event_from_row,
 )
+from ray_app.events.records import JsonKind, list_fields, optional_fields, required_fields
 from ray_app.events.schema import RECO_PROVENANCE_FIELDS
 
-JsonKind = Literal["watch", "rate", "reco_requests", "reco_responses"]
 JSON_KINDS: Final[tuple[str, ...]] = get_args(JsonKind)
 DEFAULT_PREFIX = "events"
 
@@ -58,17 +59,8 @@ SNAPSHOT_KIND: Final[dict[str, str]] = {
     "reco_requests": "reco",
     "reco_responses": "reco",
 }
-_REQUIRED: Final[dict[str, tuple[str, ...]]] = {
-    "watch": ("ts", "user_id", "movie_id", "minute"),
-    "rate": ("ts", "user_id", "movie_id", "rating"),
-    "reco_requests": ("ts", "user_id"),
-    "reco_responses": ("ts", "user_id", "server", "status", "items", "latency_ms"),
-}
-_OPTIONAL: Final[dict[str, tuple[str, ...]]] = {
-    "reco_requests": ("server",),
-    "reco_responses": RECO_PROVENANCE_FIELDS,
-}
-_LIST_FIELDS = frozenset({"items"})
+_REQUIRED: Final = {kind: required_fields(kind) for kind in JSON_KINDS}
+_OPTIONAL: Final = {kind: optional_fields(kind) for kind in JSON_KINDS}
 _CANONICAL_INT_RE = re.compile(r"0|[1-9][0-9]{0,14}")
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -95,10 +87,9 @@ def _check_kind(kind: str) -> None:
 
 
 def _read_schema(kind: str) -> pa.Schema:
-    names = _REQUIRED[kind] + _OPTIONAL.get(kind, ())
-    return pa.schema(
-        [(n, pa.list_(pa.string()) if n in _LIST_FIELDS else pa.string()) for n in names]
-    )
+    lists = list_fields(kind)
+    names = _REQUIRED[kind] + _OPTIONAL[kind]
+    return pa.schema([(n, pa.list_(pa.string()) if n in lists else pa.string()) for n in names])
 
 
 def _constant(message: str) -> Callable[[int], str]:
