@@ -29,7 +29,7 @@ from ray_app.errors import UserError
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 DEFAULT_REGISTRY = "data/registry"
-DEFAULT_SNAPSHOT_DIR = Path("data/snapshots")
+DEFAULT_SNAPSHOT_DIR = "data/snapshots"
 
 BootstrapOpt = Annotated[
     str,
@@ -44,8 +44,9 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="Existing Ray cluster, e.g. auto or ray://head:10001 (default: RAY_ADDRESS, "
-        "else a local Ray).",
+        help="Ray cluster to join: its GCS address HEAD:6379, ray://HEAD:10001, or auto (the "
+        "last `ray start` here); `local` starts a local Ray. Default: RAY_ADDRESS, else a "
+        "local Ray. A cluster that does not answer within 3 s is an error.",
     ),
 ]
 RegistryOpt = Annotated[
@@ -59,13 +60,18 @@ RegistryOverrideOpt = Annotated[
     ),
 ]
 SnapshotDirOpt = Annotated[
-    Path, typer.Option("--snapshot-dir", help="Snapshot directory (what `ray-app ingest` wrote).")
-]
-SnapshotDirOverrideOpt = Annotated[
-    Path | None,
+    str,
     typer.Option(
         "--snapshot-dir",
-        help=f"Snapshot directory; overrides --config [default: {DEFAULT_SNAPSHOT_DIR}].",
+        help="Snapshots (what `ray-app ingest` wrote): a path, file://… or s3://bucket/prefix.",
+    ),
+]
+SnapshotDirOverrideOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--snapshot-dir",
+        help="Snapshots: a path, file://… or s3://bucket/prefix; overrides --config "
+        f"[default: {DEFAULT_SNAPSHOT_DIR}].",
     ),
 ]
 ConfigOpt = Annotated[
@@ -86,14 +92,17 @@ def kafka_settings(bootstrap_servers: str) -> KafkaSettings:
         ) from exc
 
 
-def require_snapshot_dir(path: Path) -> Path:
-    """``path`` if it is a directory, else a UserError saying how to get snapshots."""
-    if not Path(path).is_dir():
+def require_snapshot_dir(location: str | Path) -> str:
+    """``location`` (a path or URI) if it exists, else a UserError saying how to get snapshots."""
+    from ray_app.snapshots.store import SnapshotStore
+
+    store = SnapshotStore.at(location)
+    if not store.exists():
         raise UserError(
-            f"snapshot directory {path} does not exist: run `ray-app ingest --snapshot-dir "
-            f"{path}` first, or point --snapshot-dir at the directory ingest wrote"
+            f"snapshot directory {store.name} does not exist: run `ray-app ingest "
+            f"--snapshot-dir {location}` first, or point --snapshot-dir at what ingest wrote"
         )
-    return path
+    return str(location)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ray_app.commands.common import ConfigOpt, RayAddressOpt, console
+from ray_app.commands.common import ConfigOpt, RayAddressOpt, console, require_snapshot_dir
 
 
 def retrain_cmd(
@@ -43,15 +43,20 @@ def retrain_cmd(
         run_cycle,
         run_schedule,
     )
-    from ray_app.runtime import init_ray
+    from ray_app.runtime import init_ray, located_errors
 
-    # Bad config, token, URL or slots end here in one line (UserError), before Ray starts.
+    # Bad config, data, token, URL or slots end here in one line (UserError), before Ray
+    # starts; a location missing here is reported with the node and RAY_APP_HOME it was
+    # looked for with, since in a Ray job that is not where the user submitted from.
     cfg = load_config(RetrainConfig, config)
     every_s = parse_every(every) if every else None
     control = HttpServiceControl(serve_url, admin_token)
     registry = Registry(cfg.registry, cfg.signing)
-    serving = read_serving(cfg, control, registry)
+    with located_errors(FileNotFoundError):  # the manifest of what serves
+        serving = read_serving(cfg, control, registry)
     require_same_model(cfg, serving)
+    with located_errors():
+        require_snapshot_dir(cfg.snapshot_dir)
     init_ray(ray_address)
     gauge: StalenessGauge | None = None
     if metrics_port:

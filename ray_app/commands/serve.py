@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ray_app.commands.common import ConfigOpt, RayAddressOpt, RegistryOverrideOpt, console
-from ray_app.config import load_config
+from ray_app.commands.common import RayAddressOpt, RegistryOverrideOpt, console
 from ray_app.errors import UserError
 
 
@@ -16,7 +16,14 @@ def serve_cmd(
     model: Annotated[str | None, typer.Option(help="Primary model name.")] = None,
     port: Annotated[int, typer.Option(help="HTTP port (course platforms probe 8082).")] = 8000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    config: ConfigOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="serve_config.yaml (the args of its `recommender` app) or a YAML of ServeArgs "
+            "fields; flags override it.",
+        ),
+    ] = None,
     ray_address: RayAddressOpt = None,
     haproxy: Annotated[
         bool,
@@ -28,11 +35,13 @@ def serve_cmd(
     ] = False,
 ) -> None:
     """Run the Serve app locally against a registry until Ctrl-C."""
-    from ray_app.runtime import init_ray, wait_for_stop_signal
-    from ray_app.serving.config import ServeArgs
+    from ray_app.runtime import cluster_address, init_ray, wait_for_stop_signal
+    from ray_app.serving.config import load_serve_args
+    from ray_app.serving.security import KeyStore
 
-    args = load_config(ServeArgs, config, registry=registry, model=model)
-    if haproxy and ray_address:
+    args = load_serve_args(config, registry=registry, model=model)
+    joining = cluster_address(ray_address)
+    if haproxy and joining:
         raise UserError(
             "--haproxy starts a local Ray; on a cluster drop --haproxy and set "
             "RAY_SERVE_ENABLE_HA_PROXY=1 on the nodes"
@@ -47,6 +56,12 @@ def serve_cmd(
     console.print(
         f"serving on http://{host}:{port}/recommend/<user_id>  (Ray dashboard: {dashboard})"
     )
+    if not joining and not len(KeyStore(args.api_keys)):
+        # A local Ray's replicas see this process's environment, so this is what they hold.
+        console.print(
+            "no admin API keys: /admin answers 401 (set RAY_APP_ADMIN_TOKEN or "
+            "RAY_APP_API_KEYS before starting, or api_keys in the config)"
+        )
     try:
         wait_for_stop_signal()
     finally:

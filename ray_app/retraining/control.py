@@ -98,7 +98,10 @@ class HttpServiceControl:
         if r.status_code == 401:
             raise AdminAuthError(
                 f"the serving app at {self.base_url} rejected the admin token (401): set "
-                "RAY_APP_ADMIN_TOKEN or --admin-token to the token the service was started with"
+                "RAY_APP_ADMIN_TOKEN or --admin-token to the token the service was started with "
+                "(after `serve deploy` the replicas know only the RAY_APP_ADMIN_TOKEN or "
+                "RAY_APP_API_KEYS of the nodes' `ray start` environment, or args.api_keys in "
+                "serve_config.yaml)"
             )
         if r.status_code == 403:
             raise AdminAuthError(
@@ -115,7 +118,13 @@ class HttpServiceControl:
                 f"{self.base_url} has no /admin/variants: is --serve-url the ray-app service?"
             )
         r.raise_for_status()
-        return list(r.json()["variants"])
+        try:
+            return list(r.json()["variants"])
+        except (ValueError, KeyError, TypeError):  # not JSON, or not the admin API's answer
+            raise ServiceError(
+                f"{self.base_url}/admin/variants answered {r.status_code} without a variant "
+                f"list ({len(r.content)} bytes): is --serve-url the ray-app service?"
+            ) from None
 
     def switch(self, variant: str, model: str, version: str) -> dict[str, Any]:
         """Point ``variant`` at ``model``/``version``; raises :class:`SwitchRefused` when the

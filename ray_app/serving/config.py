@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ray_app.config import ConfigError
+from ray_app.config import ConfigError, read_yaml_mapping, validate_config
 from ray_app.registry.signing import SigningConfig
 
 log = logging.getLogger("ray.serve")
@@ -67,7 +68,9 @@ class ServeArgs(BaseModel):
     registry: str = Field(
         default_factory=lambda: os.environ.get("RAY_APP_REGISTRY", "data/registry")
     )
-    """Registry root (local path or pyarrow filesystem URI)."""
+    """Registry root (local path or pyarrow filesystem URI). Each replica resolves a relative
+    path against its own ``RAY_APP_HOME`` (after ``serve deploy``: the environment the nodes'
+    ``ray start`` ran with, not the client's)."""
     model: str = "ease"
     """Model of the single default variant ``A`` when ``variants`` is empty (``--model``)."""
     model_version: str | None = None
@@ -95,7 +98,10 @@ class ServeArgs(BaseModel):
     rate_limit_key: Literal["user", "api_key", "client"] = "user"
     """What a bucket is keyed by: user id, bearer token hash, or client address."""
     api_keys: list[ApiKey] = Field(default_factory=list)
-    """Admin API keys (hashed). Env ``RAY_APP_API_KEYS`` / ``RAY_APP_ADMIN_TOKEN`` add more."""
+    """Admin API keys (hashed, so safe in ``serve_config.yaml``). The ingress replica adds
+    ``RAY_APP_API_KEYS`` / ``RAY_APP_ADMIN_TOKEN`` from its own environment: the client's for
+    ``ray-app serve`` on a local Ray, the nodes' ``ray start`` environment after
+    ``serve deploy``."""
     kafka_bootstrap_servers: str = Field(
         default_factory=lambda: os.environ.get("RAY_APP_RECO_BOOTSTRAP_SERVERS", "")
     )
@@ -119,6 +125,26 @@ class ServeArgs(BaseModel):
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one variant needs a positive weight")
         return self
+
+
+APP_NAME = "recommender"
+"""The application in ``serve_config.yaml`` whose ``args`` are :class:`ServeArgs`."""
+
+
+def load_serve_args(path: Path | None = None, **overrides: Any) -> ServeArgs:
+    """:class:`ServeArgs` from a YAML file, then non-None ``overrides``: either a Serve deploy
+    config (``serve_config.yaml``: the ``args`` of application ``recommender``; its
+    ``deployments`` overrides apply to ``serve deploy`` only) or a mapping of ServeArgs fields.
+    Raises :class:`ConfigError` naming the file and each bad field."""
+    data = read_yaml_mapping(path) if path is not None else {}
+    if "applications" in data:
+        apps = data["applications"] or []
+        found = [a for a in apps if isinstance(a, dict) and a.get("name") == APP_NAME]
+        if not found:
+            raise ConfigError(f"{path}: no application named {APP_NAME!r} under applications")
+        data = dict(found[0].get("args") or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return validate_config(ServeArgs, data, path)
 
 
 def _user_config_error(deployment: str, exc: ValidationError) -> ConfigError:

@@ -11,14 +11,18 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
+
+from kafka.errors import BrokerResponseError
 
 from ray_app.events.json_dialect import format_json
 from ray_app.events.model import RecoEvent
 from ray_app.serving.answer import Answer
 
 log = logging.getLogger("ray.serve")
+_REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 class RecoLogger:
@@ -27,7 +31,9 @@ class RecoLogger:
     ``log()`` never blocks: when the buffer is full (Kafka slow or down) the event is dropped and
     counted in ``dropped``. The producer is created lazily and re-created with back-off, so a
     broker that is down at start-up or goes away later never stops the service from answering.
-    An empty ``bootstrap_servers`` disables sending (events are counted as ``disabled``).
+    A record the broker refuses (e.g. ``InvalidRecordError`` from a broker that validates the
+    topic's schema) is counted in ``dropped`` and ``refused`` and logged at most once a minute;
+    sending goes on. An empty ``bootstrap_servers`` disables sending.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, maxsize: int = 10_000) -> None:
@@ -36,6 +42,10 @@ class RecoLogger:
         self.buffer: queue.Queue[RecoEvent] = queue.Queue(maxsize=maxsize)
         self.sent = 0
         self.dropped = 0
+        self.refused = 0
+        # Delivery callbacks run on the producer's I/O thread, the rest on ours.
+        self._lock = threading.Lock()
+        self._refusal_logged_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if bootstrap_servers:
@@ -55,7 +65,8 @@ class RecoLogger:
             self.buffer.put_nowait(event)
             return True
         except queue.Full:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
             return False
 
     def _producer(self) -> Any:
@@ -89,14 +100,18 @@ class RecoLogger:
             try:
                 value = format_json(event)
             except (TypeError, ValueError) as exc:  # not encodable: retrying cannot help
-                self.dropped += 1
+                with self._lock:
+                    self.dropped += 1
                 log.warning("reco logger: cannot encode %r: %s", event, exc)
                 continue
             try:
+                with self._lock:
+                    self.sent += 1
                 producer.send(self.topic, value).add_errback(self._on_error)
-                self.sent += 1
             except Exception as exc:
-                self.dropped += 1
+                with self._lock:
+                    self.sent -= 1
+                    self.dropped += 1
                 log.warning("reco logger: send failed (%r); reconnecting", exc)
                 try:
                     producer.close(timeout=1)
@@ -111,18 +126,42 @@ class RecoLogger:
                 pass
 
     def _on_error(self, exc: BaseException) -> None:
-        self.dropped += 1
-        self.sent -= 1
-        log.warning("reco logger: delivery failed: %r", exc)
+        """A record was not delivered: counted, never retried (its answer went out already)."""
+        refused = isinstance(exc, BrokerResponseError) and not exc.retriable
+        now = time.monotonic()
+        with self._lock:
+            self.sent -= 1
+            self.dropped += 1
+            self.refused += int(refused)
+            count = self.refused
+            # A refusal repeats for every record of a bad batch and of every batch after it:
+            # saying so once a minute is enough.
+            last = self._refusal_logged_at
+            quiet = refused and last is not None and now - last < _REFUSAL_LOG_INTERVAL_S
+            if refused and not quiet:
+                self._refusal_logged_at = now
+        if not refused:
+            log.warning("reco logger: delivery failed: %r", exc)
+        elif not quiet:
+            log.warning(
+                "reco logger: the broker refused a record for %s (%r); %d refused so far, "
+                "the service keeps answering",
+                self.topic,
+                exc,
+                count,
+            )
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``/healthz``."""
+        with self._lock:
+            sent, dropped, refused = self.sent, self.dropped, self.refused
         return {
             "enabled": self.enabled,
             "topic": self.topic,
             "queued": self.buffer.qsize(),
-            "sent": self.sent,
-            "dropped": self.dropped,
+            "sent": sent,
+            "dropped": dropped,
+            "refused": refused,
         }
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ray_app.config import ConfigError
 from ray_app.serving.config import ApiKey
 
 ROLES = {"reader": 0, "admin": 1}
@@ -35,7 +36,10 @@ class KeyStore:
 
     Sources, all merged: ``ServeArgs.api_keys``; env ``RAY_APP_API_KEYS`` as
     ``name:role:sha256hex`` comma-separated; env ``RAY_APP_ADMIN_TOKEN`` (plaintext, hashed at
-    start and then forgotten) as principal ``admin`` with role ``admin``.
+    start and then forgotten) as principal ``admin`` with role ``admin``. The environment is
+    the replica's: on a ``ray start`` cluster, the nodes' environment at ``ray start``, not the
+    ``serve deploy`` client's. A malformed ``RAY_APP_API_KEYS`` entry is a
+    :class:`~ray_app.config.ConfigError`.
     """
 
     def __init__(self, keys: Iterable[ApiKey] = (), environ: dict[str, str] | None = None) -> None:
@@ -44,7 +48,7 @@ class KeyStore:
         for entry in filter(None, (e.strip() for e in env.get("RAY_APP_API_KEYS", "").split(","))):
             parts = entry.split(":")
             if len(parts) != 3 or parts[1] not in ROLES or len(parts[2]) != 64:
-                raise ValueError(
+                raise ConfigError(
                     f"RAY_APP_API_KEYS entry {parts[0]!r}: expected name:role:sha256hex "
                     f"with role in {sorted(ROLES)}"
                 )
