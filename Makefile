@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The whole closed loop, live, until Ctrl-C. ARGS=--once: one cycle, exit 0 only if the loop
+# closed; ARGS='-b HOST:PORT': an external Kafka; `ray-app demo --help` lists the rest.
 demo: setup
 	$(VENV)/bin/ray-app demo $(ARGS)
 

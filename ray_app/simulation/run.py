@@ -13,19 +13,24 @@ serving app builds its own, and every reaction watch/rate events; all are writte
 dialect (see :mod:`ray_app.events.line_dialect`) and sent to an :class:`EventSink` — Kafka
 topic ``movielog`` by default, keyed by user so each user's events keep their order. The line
 dialect has no variant field: the reco line's ``<server>`` says ``<variant>@<model>:<version>``
-(:func:`ray_app.events.reco.format_server`), which online evaluation reads back.
+(:func:`ray_app.events.reco.format_server`), which online evaluation reads back. When the service
+sends its own reco events to Kafka, ``log_reco=False`` leaves them out here.
+
+A run ends after its steps, ``max_requests`` or ``max_seconds``, or when its ``stop`` event is
+set; :class:`BackgroundSimulation` runs one in a thread until stopped (the demo's live traffic).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -63,14 +68,22 @@ class SimulationConfig(BaseModel):
     """MovieLens variant the users are drawn from."""
     n_users: int | None = Field(default=200, ge=1)
     """Users drawn from the dataset; ``None`` uses all."""
-    steps_per_user: int = Field(default=3, ge=1)
-    """Recommendation requests per user (users are interleaved, step by step)."""
-    max_requests: int = Field(default=10_000, ge=1)
-    """Hard bound on requests in the run."""
-    max_seconds: float = Field(default=600.0, gt=0)
-    """Hard bound on wall-clock run time."""
+    steps_per_user: int | None = Field(default=3, ge=1)
+    """Recommendation requests per user (users are interleaved, step by step); ``None`` keeps
+    going round the users until stopped or a bound below is reached."""
+    max_requests: int | None = Field(default=10_000, ge=1)
+    """Hard bound on requests in the run; ``None``: no bound."""
+    max_seconds: float | None = Field(default=600.0, gt=0)
+    """Hard bound on wall-clock run time; ``None``: no bound."""
     concurrency: int = Field(default=8, ge=1)
     """Requests in flight at once (HTTP only)."""
+    rate_per_s: float | None = Field(default=None, gt=0)
+    """Pace requests to about this many a second (``None``: as fast as answers come). A live
+    service shares its machine with ingest and training, which an unpaced run would starve."""
+    log_reco: bool = True
+    """Write a reco line for every answer. Turn it off when the service sends its own reco
+    events to Kafka (``kafka_bootstrap_servers`` in its args): each list would be counted twice
+    by online evaluation otherwise."""
     request_timeout_s: float = Field(default=5.0, gt=0)
     """Per-request HTTP timeout; a timed-out request is counted as failed and skipped."""
     k: int = Field(default=10, ge=1, le=100)
@@ -158,19 +171,32 @@ class SimulationStats:
         )
 
 
-def _schedule(population: Population, config: SimulationConfig) -> list[str]:
+def _schedule(population: Population, config: SimulationConfig) -> Iterator[tuple[int, str]]:
+    """``(request index, user)``: every user once per step in a fresh random order, lazily (a
+    run without ``steps_per_user`` never ends by itself)."""
     rng = np.random.default_rng(config.seed)
     users = population.user_ids
-    order: list[str] = []
-    for _ in range(config.steps_per_user):
-        order.extend(users[i] for i in rng.permutation(len(users)))
-    return order[: config.max_requests]
+    index = 0
+    step = 0
+    while users and (config.steps_per_user is None or step < config.steps_per_user):
+        for i in rng.permutation(len(users)):
+            if config.max_requests is not None and index >= config.max_requests:
+                return
+            yield index, users[i]
+            index += 1
+        step += 1
 
 
 class _Runner:
     """State shared by the sync and async drivers: clock, RNG, sink and counters."""
 
-    def __init__(self, population: Population, config: SimulationConfig, sink: EventSink) -> None:
+    def __init__(
+        self,
+        population: Population,
+        config: SimulationConfig,
+        sink: EventSink,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.population = population
         # Private copies of the users' memory: a population can be reused for another run
         # (an A/A after an A/B) without the first run's watches leaking into the second.
@@ -179,6 +205,7 @@ class _Runner:
         self.sink = sink
         self.rng = np.random.default_rng(config.seed + 1)
         self.stats = SimulationStats()
+        self.stop = stop or threading.Event()
         self.started = time.monotonic()
 
     def shown_at(self, index: int) -> datetime:
@@ -187,7 +214,16 @@ class _Runner:
         return datetime.now(UTC)
 
     def expired(self) -> bool:
-        return time.monotonic() - self.started > self.config.max_seconds
+        if self.stop.is_set():
+            return True
+        limit = self.config.max_seconds
+        return limit is not None and time.monotonic() - self.started > limit
+
+    def pace(self, index: int) -> float:
+        """Seconds to wait before request ``index`` to keep to ``rate_per_s`` (0: go now)."""
+        if self.config.rate_per_s is None:
+            return 0.0
+        return max(0.0, self.started + index / self.config.rate_per_s - time.monotonic())
 
     def record(self, user_id: str, answer: Answer, at: datetime, latency_ms: float) -> None:
         event = served_reco_event(
@@ -200,8 +236,10 @@ class _Runner:
             request_id=answer.request_id,
             ts=at,
         )
-        self.sink.send(user_id, format_line(event))
+        if self.config.log_reco:
+            self.sink.send(user_id, format_line(event))
         self.stats.requests += 1
+        self.stats.seconds = time.monotonic() - self.started
         self.stats.per_variant[answer.variant or UNKNOWN] += 1
         user = self.users[user_id]
         for ev in react(user, answer.items, at, self.rng, self.config.behaviour):
@@ -231,7 +269,8 @@ def simulate(
     raises counts as a failed request (the user sees nothing), never stops the run.
     """
     runner = _Runner(population, config, sink or KafkaSink(config.bootstrap_servers, config.topic))
-    for i, user_id in enumerate(_schedule(population, config)):
+    for i, user_id in _schedule(population, config):
+        time.sleep(runner.pace(i))
         if runner.expired():
             break
         at = runner.shown_at(i)
@@ -260,21 +299,16 @@ def http_recommender(client: httpx.AsyncClient, endpoint: str, k: int = 10) -> A
     return recommend
 
 
-async def simulate_async(
-    population: Population,
-    recommend: AsyncRecommendFn,
-    config: SimulationConfig = SimulationConfig(),
-    sink: EventSink | None = None,
-) -> SimulationStats:
-    """Like :func:`simulate` for an async recommend function, ``config.concurrency`` at a time."""
-    runner = _Runner(population, config, sink or KafkaSink(config.bootstrap_servers, config.topic))
-    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
-    for job in enumerate(_schedule(population, config)):
-        queue.put_nowait(job)
+async def _drive(runner: _Runner, recommend: AsyncRecommendFn) -> SimulationStats:
+    """Run ``runner``'s schedule against ``recommend``, ``concurrency`` requests at a time."""
+    jobs = _schedule(runner.population, runner.config)
 
     async def worker() -> None:
-        while not queue.empty() and not runner.expired():
-            i, user_id = queue.get_nowait()
+        # No await between taking a job and using it: the workers share one iterator safely.
+        for i, user_id in jobs:
+            await asyncio.sleep(runner.pace(i))
+            if runner.expired():
+                return
             at = runner.shown_at(i)
             t0 = time.perf_counter()
             try:
@@ -285,22 +319,96 @@ async def simulate_async(
                 continue
             runner.record(user_id, answer, at, round((time.perf_counter() - t0) * 1000, 3))
 
-    await asyncio.gather(*(worker() for _ in range(config.concurrency)))
-    return runner.finish()
+    try:
+        await asyncio.gather(*(worker() for _ in range(runner.config.concurrency)))
+    finally:
+        runner.finish()
+    return runner.stats
+
+
+async def simulate_async(
+    population: Population,
+    recommend: AsyncRecommendFn,
+    config: SimulationConfig = SimulationConfig(),
+    sink: EventSink | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> SimulationStats:
+    """Like :func:`simulate` for an async recommend function, ``config.concurrency`` at a time;
+    setting ``stop`` ends the run after the requests in flight."""
+    sink = sink or KafkaSink(config.bootstrap_servers, config.topic)
+    return await _drive(_Runner(population, config, sink, stop), recommend)
+
+
+async def _drive_http(runner: _Runner) -> SimulationStats:
+    import httpx
+
+    config = runner.config
+    limits = httpx.Limits(max_connections=config.concurrency)
+    async with httpx.AsyncClient(timeout=config.request_timeout_s, limits=limits) as client:
+        return await _drive(runner, http_recommender(client, config.endpoint, config.k))
 
 
 def simulate_http(
     population: Population,
     config: SimulationConfig = SimulationConfig(),
     sink: EventSink | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> SimulationStats:
-    """Run the simulation against the live HTTP endpoint ``config.endpoint``."""
-    import httpx
+    """Run the simulation against the live HTTP endpoint ``config.endpoint``; setting ``stop``
+    (from another thread) ends it after the requests in flight."""
+    sink = sink or KafkaSink(config.bootstrap_servers, config.topic)
+    return asyncio.run(_drive_http(_Runner(population, config, sink, stop)))
 
-    async def main() -> SimulationStats:
-        limits = httpx.Limits(max_connections=config.concurrency)
-        async with httpx.AsyncClient(timeout=config.request_timeout_s, limits=limits) as client:
-            fn = http_recommender(client, config.endpoint, config.k)
-            return await simulate_async(population, fn, config, sink)
 
-    return asyncio.run(main())
+class BackgroundSimulation:
+    """:func:`simulate_http` in a thread of its own, until :meth:`stop` (or a bound in the
+    config): live traffic while the caller does other work, e.g. a canary that needs requests.
+
+    ``stats`` are the run's counters as they grow (read them from any thread).
+    """
+
+    def __init__(
+        self,
+        population: Population,
+        config: SimulationConfig = SimulationConfig(),
+        sink: EventSink | None = None,
+    ) -> None:
+        self._stop = threading.Event()
+        sink = sink or KafkaSink(config.bootstrap_servers, config.topic)
+        self._runner = _Runner(population, config, sink, self._stop)
+        self._thread = threading.Thread(target=self._main, name="simulation", daemon=True)
+        self.error: BaseException | None = None
+        """What ended the run early, if anything did (the thread never raises it)."""
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(_drive_http(self._runner))
+        except BaseException as exc:  # reported through ``error`` and stop()
+            self.error = exc
+            log.exception("simulation stopped by an error")
+
+    @property
+    def stats(self) -> SimulationStats:
+        """The counters so far."""
+        return self._runner.stats
+
+    @property
+    def running(self) -> bool:
+        """Whether the run is still going."""
+        return self._thread.is_alive()
+
+    def start(self) -> Self:
+        """Start sending requests; returns ``self``."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> SimulationStats:
+        """End the run after the requests in flight, flush the sink and return the counters;
+        raises the error that ended the run early, if one did."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return self._runner.stats
