@@ -62,12 +62,17 @@ def train_cmd(
     config: ConfigOpt = None,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Fit, evaluate and register the configured models on Ray."""
-    from ray_app.runtime import init_ray
+    """Fit, evaluate and register the configured models on Ray.
+
+    Relative locations resolve against RAY_APP_HOME where the command runs (in a Ray job: on
+    the node the job's driver runs on), not against the job's copy of its working dir.
+    """
+    from ray_app.runtime import init_ray, located_errors
     from ray_app.training.job import TrainConfig, run_training
 
     cfg = load_config(TrainConfig, config, snapshot_dir=snapshot_dir, registry=registry)
-    require_snapshot_dir(cfg.snapshot_dir)
+    with located_errors():
+        require_snapshot_dir(cfg.snapshot_dir)
     init_ray(ray_address)
     print_train_result(run_training(cfg), console)
 

@@ -1,6 +1,14 @@
-"""Offline evaluation of a fitted recommender against a held-out frame (full ranking)."""
+"""Offline evaluation of a fitted recommender against a held-out frame (full ranking).
+
+:func:`rank_holdout` ranks the catalogue once for every holdout user; :func:`holdout_metrics`
+turns that ranking into the metrics (overall, or for a subset of the users), so the overall
+figures, the per-group ones and the fairness block
+(:func:`ray_app.evaluation.fairness.fairness_block`) all read one ranking.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -8,6 +16,126 @@ import scipy.sparse as sp
 
 from ray_app.evaluation import metrics as M
 from ray_app.models.base import Interactions, Recommender
+
+
+@dataclass(frozen=True)
+class RankedHoldout:
+    """Every holdout user's top-``k`` list over the model's catalogue, and what they held out."""
+
+    users: np.ndarray
+    """Holdout user ids (``str``), sorted; row ``i`` of the arrays below is ``users[i]``."""
+    recommended: np.ndarray
+    """``len(users) x min(k, n_items)`` catalogue indices, best first, ``-1`` padded (an
+    unknown or unscorable user is a row of ``-1``)."""
+    truth: sp.csr_matrix
+    """Held-out items per user; items outside the catalogue have indices past ``n_items``."""
+    n_items: int
+    """Size of the model's catalogue."""
+    k: int
+    """Cut-off the lists were ranked at."""
+    item_popularity: np.ndarray
+    """Training users per catalogue item (from the ``train`` interactions given)."""
+    n_train_users: int
+    """Users in the ``train`` interactions (the novelty denominator)."""
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Which users got a list (known to, and scorable by, the model)."""
+        return np.asarray((self.recommended >= 0).any(axis=1))
+
+    def subset(self, rows: np.ndarray) -> RankedHoldout:
+        """The same ranking restricted to ``rows`` (a boolean mask or indices of users)."""
+        return RankedHoldout(
+            self.users[rows],
+            self.recommended[rows],
+            self.truth[rows],
+            self.n_items,
+            self.k,
+            self.item_popularity,
+            self.n_train_users,
+        )
+
+
+def rank_holdout(
+    model: Recommender,  # type: ignore[type-arg]
+    train: Interactions,
+    test_frame: pd.DataFrame,
+    k: int = 10,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    exclude_seen: bool = True,
+) -> RankedHoldout:
+    """Rank the whole catalogue of ``model`` (fitted on ``train``) for every user of
+    ``test_frame``, keeping the top ``k``.
+
+    Items the user interacted with in training are excluded when ``exclude_seen``. Each
+    distinct ``(user, item)`` pair of ``test_frame`` is relevant, including items outside the
+    catalogue (never hit, but they keep the denominators honest). ``train`` supplies the item
+    popularity behind novelty and the popularity buckets (matched to the catalogue by id).
+    """
+    for col in (user_col, item_col):
+        if col not in test_frame.columns:
+            raise ValueError(
+                f"test_frame has no column {col!r}; columns are {list(test_frame.columns)}"
+            )
+    fitted = model.interactions
+    users = test_frame[user_col].astype(str).to_numpy()
+    items = test_frame[item_col].astype(str).to_numpy()
+    test_users, user_codes = np.unique(users, return_inverse=True)
+    n_items = fitted.n_items
+
+    item_idx = fitted.item_ids.get_indexer(pd.Index(items))
+    unknown = item_idx < 0
+    if unknown.any():
+        _, extra = np.unique(items[unknown], return_inverse=True)
+        item_idx[unknown] = n_items + extra
+    width = int(item_idx.max(initial=n_items - 1)) + 1
+    truth = sp.csr_matrix(
+        (np.ones(len(item_idx), dtype=bool), (user_codes, item_idx)),
+        shape=(len(test_users), width),
+    )
+    truth.sum_duplicates()
+
+    uidx = fitted.user_ids.get_indexer(pd.Index(test_users))
+    known = uidx >= 0
+    recommended = np.full((len(test_users), min(k, n_items)), -1, dtype=np.int64)
+    if known.any():
+        top, _ = model.rank_items(uidx[known], k, exclude_seen=exclude_seen)
+        recommended[known] = top
+
+    # Popularity: training users per item, aligned to the model's catalogue by id.
+    train_counts = np.diff(train.matrix.tocsc().indptr).astype(np.float64)
+    pop = np.zeros(n_items, dtype=np.float64)
+    pos = fitted.item_ids.get_indexer(train.item_ids)
+    pop[pos[pos >= 0]] = train_counts[pos >= 0]
+    return RankedHoldout(test_users, recommended, truth, n_items, k, pop, train.n_users)
+
+
+def holdout_metrics(
+    ranked: RankedHoldout, item_features: np.ndarray | None = None
+) -> dict[str, float]:
+    """The metrics of a ranking (see :func:`evaluate`); ``item_features`` is a catalogue-aligned
+    ``n_items x d`` array that adds ``ild@k``."""
+    rec, truth, k = ranked.recommended, ranked.truth, ranked.k
+    scored = ranked.scored
+    out: dict[str, float] = {
+        f"ndcg@{k}": _nanmean(M.ndcg_at_k(rec, truth, k)),
+        f"recall@{k}": _nanmean(M.recall_at_k(rec, truth, k)),
+        f"precision@{k}": _nanmean(M.precision_at_k(rec, truth, k)),
+        f"mrr@{k}": _nanmean(M.mrr_at_k(rec, truth, k)),
+        f"hit@{k}": _nanmean(M.hit_at_k(rec, truth, k)),
+        "coverage": M.catalog_coverage(rec, ranked.n_items, k),
+        "novelty": _nanmean(
+            M.novelty(rec, ranked.item_popularity, max(ranked.n_train_users, 1), k)
+        ),
+        "gini": M.exposure_gini(rec, ranked.n_items, k),
+        "known": float(scored.mean()) if len(scored) else 0.0,
+        "users": float(len(ranked.users)),
+    }
+    if item_features is not None:
+        out[f"ild@{k}"] = _nanmean(M.intra_list_diversity(rec, item_features, k))
+    return out
 
 
 def evaluate(
@@ -38,62 +166,14 @@ def evaluate(
     Returns a flat dict: ``ndcg@k``, ``recall@k``, ``precision@k``, ``mrr@k``, ``hit@k``,
     ``coverage``, ``novelty``, ``gini``, ``known``, ``users`` and, with features, ``ild@k``.
     """
-    for col in (user_col, item_col):
-        if col not in test_frame.columns:
-            raise ValueError(
-                f"test_frame has no column {col!r}; columns are {list(test_frame.columns)}"
-            )
-    fitted = model.interactions
-    users = test_frame[user_col].astype(str).to_numpy()
-    items = test_frame[item_col].astype(str).to_numpy()
-    test_users, user_codes = np.unique(users, return_inverse=True)
-    n_items = fitted.n_items
-
-    # Test items outside the model's catalogue can never be hit but still count as relevant:
-    # give them indices past the catalogue so the denominators stay honest.
-    item_idx = fitted.item_ids.get_indexer(pd.Index(items))
-    unknown = item_idx < 0
-    if unknown.any():
-        _, extra = np.unique(items[unknown], return_inverse=True)
-        item_idx[unknown] = n_items + extra
-    width = int(item_idx.max(initial=n_items - 1)) + 1
-    truth = sp.csr_matrix(
-        (np.ones(len(item_idx), dtype=bool), (user_codes, item_idx)),
-        shape=(len(test_users), width),
+    ranked = rank_holdout(
+        model, train, test_frame, k, user_col=user_col, item_col=item_col, exclude_seen=exclude_seen
     )
-    truth.sum_duplicates()
-
-    uidx = fitted.user_ids.get_indexer(pd.Index(test_users))
-    known = uidx >= 0
-    recommended = np.full((len(test_users), min(k, n_items)), -1, dtype=np.int64)
-    if known.any():
-        top, _ = model.rank_items(uidx[known], k, exclude_seen=exclude_seen)
-        recommended[known] = top
-    scored: np.ndarray = np.asarray((recommended >= 0).any(axis=1))
-
-    # Popularity from the training matrix given here (count of users per item), aligned to the
-    # model's catalogue by id.
-    train_counts = np.diff(train.matrix.tocsc().indptr).astype(np.float64)
-    pop = np.zeros(n_items, dtype=np.float64)
-    pos = fitted.item_ids.get_indexer(train.item_ids)
-    pop[pos[pos >= 0]] = train_counts[pos >= 0]
-
-    out: dict[str, float] = {
-        f"ndcg@{k}": float(np.nanmean(M.ndcg_at_k(recommended, truth, k))),
-        f"recall@{k}": float(np.nanmean(M.recall_at_k(recommended, truth, k))),
-        f"precision@{k}": float(np.nanmean(M.precision_at_k(recommended, truth, k))),
-        f"mrr@{k}": float(np.nanmean(M.mrr_at_k(recommended, truth, k))),
-        f"hit@{k}": float(np.nanmean(M.hit_at_k(recommended, truth, k))),
-        "coverage": M.catalog_coverage(recommended, n_items, k),
-        "novelty": _nanmean(M.novelty(recommended, pop, max(train.n_users, 1), k)),
-        "gini": M.exposure_gini(recommended, n_items, k),
-        "known": float(scored.mean()) if len(scored) else 0.0,
-        "users": float(len(test_users)),
-    }
+    feats = None
     if item_features is not None:
-        feats = item_features.reindex(fitted.item_ids).fillna(0.0).to_numpy(dtype=np.float64)
-        out[f"ild@{k}"] = _nanmean(M.intra_list_diversity(recommended, feats, k))
-    return out
+        ids = model.interactions.item_ids
+        feats = item_features.reindex(ids).fillna(0.0).to_numpy(dtype=np.float64)
+    return holdout_metrics(ranked, feats)
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -139,6 +219,31 @@ def user_group_frame(
     return out
 
 
+def group_labels(groups: pd.DataFrame, column: str, users: np.ndarray) -> np.ndarray:
+    """``groups[column]`` for each of ``users`` (object array; NaN where unknown)."""
+    return groups[column].reindex(pd.Index(users)).to_numpy(dtype=object)
+
+
+def metrics_by_group(
+    ranked: RankedHoldout, groups: pd.DataFrame, *, min_users: int = 5
+) -> dict[str, dict[str, float]]:
+    """:func:`holdout_metrics` per user group: ``{"gender=F": {...}, "age_band=25-34": {...}}``.
+
+    ``groups`` is indexed by user id with one column per grouping (see
+    :func:`user_group_frame`); groups with fewer than ``min_users`` holdout users are skipped
+    as too noisy to read.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for column in groups.columns:
+        labels = group_labels(groups, column, ranked.users)
+        for label in sorted({str(x) for x in labels if isinstance(x, str)}):
+            rows = labels == label
+            if rows.sum() < min_users:
+                continue
+            out[f"{column}={label}"] = holdout_metrics(ranked.subset(rows))
+    return out
+
+
 def evaluate_by_group(
     model: Recommender,  # type: ignore[type-arg]
     train: Interactions,
@@ -149,19 +254,6 @@ def evaluate_by_group(
     user_col: str = "user_id",
     min_users: int = 5,
 ) -> dict[str, dict[str, float]]:
-    """:func:`evaluate` per user group: ``{"gender=F": {...}, "age_band=25-34": {...}}``.
-
-    ``groups`` is indexed by user id with one column per grouping (see
-    :func:`user_group_frame`); groups with fewer than ``min_users`` test users are skipped as
-    too noisy to read.
-    """
-    users = test_frame[user_col].astype(str)
-    out: dict[str, dict[str, float]] = {}
-    for column in groups.columns:
-        labels = groups[column].reindex(users.to_numpy()).to_numpy()
-        for label in sorted({str(x) for x in labels if isinstance(x, str)}):
-            part = test_frame[labels == label]
-            if part[user_col].nunique() < min_users:
-                continue
-            out[f"{column}={label}"] = evaluate(model, train, part, k=k, user_col=user_col)
-    return out
+    """:func:`evaluate` per user group (one ranking, see :func:`metrics_by_group`)."""
+    ranked = rank_holdout(model, train, test_frame, k, user_col=user_col)
+    return metrics_by_group(ranked, groups, min_users=min_users)

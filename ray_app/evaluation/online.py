@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -238,19 +238,19 @@ class _Latest(Collector):
             yield from self.registry.collect()
 
 
-def run_online_eval_loop(
-    snapshot_dir: Path | str,
-    window: timedelta,
-    out_dir: Path | str,
+def serve_latest(
+    compute: Callable[[], CollectorRegistry],
     *,
     interval_s: float = 60.0,
     port: int | None = None,
     iterations: int | None = None,
+    what: str = "online evaluation",
 ) -> None:
-    """Recompute every ``interval_s`` seconds; serve the latest gauges on ``port`` if given.
+    """Call ``compute`` every ``interval_s`` seconds and serve the gauges of its latest
+    successful round on ``port`` (if given); ``iterations=None`` runs until interrupted.
 
-    ``iterations=None`` runs until interrupted. Failures of one round are logged and retried at
-    the next, so a half-written snapshot never kills the job.
+    A failed round is logged and retried at the next, so a half-written snapshot never kills
+    the job, and the last good gauges keep being served meanwhile.
     """
     latest = _Latest()
     if port is not None:
@@ -261,11 +261,29 @@ def run_online_eval_loop(
     while iterations is None or n < iterations:
         started = time.monotonic()
         try:
-            result = run_online_eval(snapshot_dir, window, out_dir)
-            latest.registry = result.registry
-            log.info("online eval: %d variant rows", len(result.conversion))
+            latest.registry = compute()
         except Exception:  # keep the loop alive; the next round re-reads everything
-            log.exception("online evaluation round failed")
+            log.exception("%s round failed", what)
         n += 1
         if iterations is None or n < iterations:
             time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def run_online_eval_loop(
+    snapshot_dir: Path | str,
+    window: timedelta,
+    out_dir: Path | str,
+    *,
+    interval_s: float = 60.0,
+    port: int | None = None,
+    iterations: int | None = None,
+) -> None:
+    """Recompute every ``interval_s`` seconds; serve the latest gauges on ``port`` if given
+    (see :func:`serve_latest`)."""
+
+    def round_() -> CollectorRegistry:
+        result = run_online_eval(snapshot_dir, window, out_dir)
+        log.info("online eval: %d variant rows", len(result.conversion))
+        return result.registry
+
+    serve_latest(round_, interval_s=interval_s, port=port, iterations=iterations)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_app.config import ConfigError
+from ray_app.evaluation.fairness import FairnessConfig
+from ray_app.paths import Location
 from ray_app.registry.signing import SigningConfig
+from ray_app.shilling.detector import ShillingConfig
 from ray_app.training.interactions import FeedbackConfig
 from ray_app.training.job import ModelSpec
 
@@ -18,8 +20,8 @@ class RetrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    snapshot_dir: Path = Path("data/snapshots")
-    """Snapshot directory written by ingest."""
+    snapshot_dir: Location = "data/snapshots"
+    """Snapshot location written by ingest (a path, or a URI such as ``s3://bucket/snapshots``)."""
     registry: str = "data/registry"
     """Registry root (local path or pyarrow filesystem URI)."""
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="ease"))
@@ -39,6 +41,15 @@ class RetrainConfig(BaseModel):
     """Offline metric the candidate must not lose on."""
     gate_tolerance: float = Field(default=0.01, ge=0)
     """Absolute slack: pass if candidate ≥ serving − tolerance."""
+    parity_gap_tolerance: float | None = Field(default=0.05, ge=0)
+    """Refuse a candidate whose parity gap of ``gate_metric`` over a grouping in
+    ``parity_groups`` exceeds the serving version's by more than this (None: no check)."""
+    parity_groups: list[str] = Field(default_factory=lambda: ["gender", "age_band", "activity"])
+    """User groupings the parity check compares (of gender, age_band, occupation, activity)."""
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    """The fairness block of the candidate (as in the train job)."""
+    shilling: ShillingConfig = Field(default_factory=ShillingConfig)
+    """The shilling screen run on the snapshot data before training (as in the train job)."""
     require_new_data: bool = True
     """Skip the cycle when the serving version already saw every committed batch."""
     control_variant: str = "A"

@@ -1,8 +1,10 @@
 """One retraining cycle, and the schedule that repeats it.
 
 Steps, each a function of its own: read what serves → check for new snapshot batches → train
-(the train job's step, on Ray) → offline gate against the serving version → register (signed)
-→ canary through the A/B router (:mod:`ray_app.retraining.canary`) → promote or roll back.
+(the train job's step, on Ray: shilling screen, fit, evaluate, fairness block) → offline gate
+against the serving version (the gate metric, and its parity gap across user groups) →
+register (signed) → canary through the A/B router (:mod:`ray_app.retraining.canary`) →
+promote or roll back.
 Every step is appended to the version's lifecycle log in the registry, with the time it
 happened.
 """
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from ray_app.config import ConfigError
 from ray_app.errors import UserError
+from ray_app.evaluation.fairness import largest_gap
 from ray_app.registry.lifecycle import append_events, lifecycle_event
 from ray_app.registry.store import Registry
 from ray_app.retraining.canary import (
@@ -28,10 +31,10 @@ from ray_app.retraining.canary import (
 )
 from ray_app.retraining.config import RetrainConfig
 from ray_app.retraining.control import ServiceControl, SwitchRefused, find_variant
-from ray_app.snapshots.protocol import committed_batches
 from ray_app.snapshots.read import unseen_batches
+from ray_app.snapshots.store import committed_batches
 from ray_app.training.data import load_training_data
-from ray_app.training.job import TrainedModel, train_models
+from ray_app.training.job import TrainedModel, screen_training_data, train_models
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class Candidate:
     trained: TrainedModel
     provenance: dict[str, Any]
     """The manifest's ``snapshot`` entry."""
+    shilling: dict[str, Any] | None = None
+    """The shilling screen's manifest entry (None when the screen is off)."""
 
 
 @dataclass(frozen=True)
@@ -142,17 +147,65 @@ def check_data(config: RetrainConfig, serving: Serving) -> tuple[int, int]:
 
 
 def train_candidate(config: RetrainConfig) -> Candidate:
-    """The train job's training step for the one configured model (on Ray)."""
+    """The train job's training step for the one configured model (on Ray): the shilling
+    screen, then fit, evaluate and the fairness block."""
     data = load_training_data(config.snapshot_dir, config.feedback, config.catalog_dataset)
-    (trained,) = train_models(
-        data, [config.model], test_fraction=config.test_fraction, k=config.k, seed=config.seed
+    data, screen = screen_training_data(
+        data, config.shilling, Registry(config.registry, config.signing)
     )
-    return Candidate(trained, data.provenance)
+    (trained,) = train_models(
+        data,
+        [config.model],
+        test_fraction=config.test_fraction,
+        k=config.k,
+        seed=config.seed,
+        fairness=config.fairness,
+    )
+    return Candidate(trained, data.provenance, screen)
 
 
-def offline_gate(config: RetrainConfig, metrics: dict[str, float], serving: Serving) -> Gate:
+def parity_gate(
+    config: RetrainConfig, fairness: dict[str, Any], serving: Serving
+) -> tuple[dict[str, Any], str]:
+    """Compare the candidate's parity gap of ``gate_metric`` with the serving version's, per
+    grouping in ``parity_groups``: ``(details, reason)``, ``reason`` empty when it passes.
+
+    A grouping missing on either side is not compared (the serving version may predate the
+    fairness block); the details say which were.
+    """
+    metric, tolerance = config.gate_metric, config.parity_gap_tolerance
+    details: dict[str, Any] = {"metric": metric, "tolerance": tolerance, "groups": {}}
+    if tolerance is None or not fairness:
+        return {**details, "checked": False}, ""
+    if metric not in fairness.get("parity_gap", {}):
+        raise ConfigError(
+            f"gate_metric {metric!r} has no parity gap in the fairness block (it has "
+            f"{', '.join(sorted(fairness.get('parity_gap', {})))}): set gate_metric to one of "
+            "them, or parity_gap_tolerance to null to skip the parity check"
+        )
+    served = serving.manifest.get("fairness", {}).get("parity", {})
+    failures = []
+    for kind in config.parity_groups:
+        cand = largest_gap(fairness.get("parity", {}), metric, [kind])["gap"]
+        base = largest_gap(served, metric, [kind])["gap"]
+        details["groups"][kind] = {"candidate": cand, "serving": base}
+        if cand is not None and base is not None and cand > base + tolerance:
+            failures.append(f"{kind} {cand:.4f} > serving {base:.4f} + {tolerance}")
+    details["checked"] = True
+    reason = f"parity gap of {metric} across " + "; ".join(failures) if failures else ""
+    return details, reason
+
+
+def offline_gate(
+    config: RetrainConfig,
+    metrics: dict[str, float],
+    serving: Serving,
+    fairness: dict[str, Any] | None = None,
+) -> Gate:
     """Pass when the candidate's ``gate_metric`` reaches the serving version's minus
-    ``gate_tolerance`` (or the serving version has no such metric)."""
+    ``gate_tolerance`` (or the serving version has no such metric), and, with the candidate's
+    ``fairness`` block, when its parity gap of that metric is not worse than the serving
+    version's by more than ``parity_gap_tolerance`` (:func:`parity_gate`)."""
     require_same_model(config, serving)
     cand = metrics.get(config.gate_metric)
     if cand is None:
@@ -168,9 +221,13 @@ def offline_gate(config: RetrainConfig, metrics: dict[str, float], serving: Serv
         "serving_version": serving.control["version"],
         "tolerance": config.gate_tolerance,
     }
+    parity_details, parity_reason = parity_gate(config, fairness or {}, serving)
+    details["parity"] = parity_details
     if baseline is not None and cand < baseline - config.gate_tolerance:
         reason = f"{config.gate_metric} {cand:.4f} < serving {baseline:.4f} - tolerance"
         return Gate(False, details, reason)
+    if parity_reason:
+        return Gate(False, details, parity_reason)
     return Gate(True, details)
 
 
@@ -199,19 +256,26 @@ def run_cycle(
 
     candidate = train(config)
     metrics = candidate.trained.metrics
-    steps.record("trained", interactions=candidate.provenance.get("interactions"), metrics=metrics)
-    gate = offline_gate(config, metrics, serving)
+    flagged = None if candidate.shilling is None else candidate.shilling["flagged"]
+    steps.record(
+        "trained",
+        interactions=candidate.provenance.get("interactions"),
+        metrics=metrics,
+        shilling_flagged=flagged,
+    )
+    gate = offline_gate(config, metrics, serving, candidate.trained.fairness)
     if not gate.passed:
-        steps.record("gate_failed", **gate.details)
+        steps.record("gate_failed", reason=gate.reason, **gate.details)
         return CycleResult("gate_failed", gate.reason, name, metrics=metrics, steps=steps.steps)
 
     lineage = {"gate": gate.details, "parent_version": serving.control["version"]}
+    screened = {"shilling": candidate.shilling} if candidate.shilling is not None else {}
     mv = reg.register(
         candidate.trained.model,
         metrics=metrics,
         snapshot=candidate.provenance,
         name=name,
-        extra={**candidate.trained.manifest_extra(), "retrain": lineage},
+        extra={**candidate.trained.manifest_extra(), **screened, "retrain": lineage},
     )
     version = mv.version
     steps.attach(version)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from ray_app.evaluation.offline import evaluate, evaluate_by_group
+from ray_app.evaluation.fairness import FairnessConfig, fairness_block
+from ray_app.evaluation.offline import evaluate, holdout_metrics, metrics_by_group, rank_holdout
 from ray_app.models.base import EpochTrainable, Interactions, Recommender
 from ray_app.models.catalog import build_model
 
@@ -35,6 +36,8 @@ class FitInputs:
     """User profiles likewise."""
     user_groups: pd.DataFrame | None = None
     """Per-user groups (:func:`~ray_app.evaluation.offline.user_group_frame`) to evaluate by."""
+    fairness: FairnessConfig | None = None
+    """When set, also compute the fairness block (per-group intervals, parity, exposure)."""
     refit_on: pd.DataFrame | None = None
     """When set, the returned model is a fresh one fitted on this frame (what serves), while
     the metrics stay those of the model fitted on ``train``."""
@@ -58,6 +61,9 @@ class Fitted:
     """Holdout metrics of the model fitted on the train frame."""
     metrics_by_group: dict[str, dict[str, float]] = field(default_factory=dict)
     """The same per user group (empty without ``user_groups``)."""
+    fairness: dict[str, Any] = field(default_factory=dict)
+    """The fairness block (:func:`~ray_app.evaluation.fairness.fairness_block`; empty without
+    ``fairness``)."""
 
 
 def fit_and_evaluate(
@@ -67,7 +73,8 @@ def fit_and_evaluate(
     on_epoch: EpochReport | None = None,
 ) -> Fitted:
     """Fit model ``name`` with ``config`` on ``inputs.train`` and evaluate it on
-    ``inputs.test`` (overall and, with ``user_groups``, per group).
+    ``inputs.test`` (overall, with ``user_groups`` per group, and with ``fairness`` the
+    fairness block), all from one ranking of the holdout users.
 
     With ``on_epoch``, a model that is :class:`EpochTrainable` is evaluated on the holdout
     after every epoch and reported there; other models fit in one go.
@@ -83,10 +90,14 @@ def fit_and_evaluate(
         model.fit_with_epochs(train_i, each_epoch)
     else:
         model.fit(train_i)
-    metrics = evaluate(model, train_i, inputs.test, k=inputs.k)
+    ranked = rank_holdout(model, train_i, inputs.test, k=inputs.k)
+    metrics = holdout_metrics(ranked)
     groups = {}
     if inputs.user_groups is not None:
-        groups = evaluate_by_group(model, train_i, inputs.test, inputs.user_groups, k=inputs.k)
+        groups = metrics_by_group(ranked, inputs.user_groups)
+    fairness = {}
+    if inputs.fairness is not None and inputs.fairness.enabled:
+        fairness = fairness_block(ranked, inputs.user_groups, inputs.fairness)
     if inputs.refit_on is not None:
         model = build_model(name, config).fit(inputs.interactions(inputs.refit_on))
-    return Fitted(model, metrics, groups)
+    return Fitted(model, metrics, groups, fairness)

@@ -1,13 +1,15 @@
-"""The train job: snapshots → interactions → (tune →) fit + evaluate each model on Ray →
-registry.
+"""The train job: snapshots → interactions → shilling screen → (tune →) fit + evaluate each
+model on Ray → registry.
 
-:func:`train_models` is the training step itself, shared with the retraining cycle:
-split the data, tune the specs that name a search space, then fit and evaluate every model as
-a Ray task (:func:`~ray_app.training.fit.fit_and_evaluate`).
+:func:`screen_training_data` and :func:`train_models` are the training step itself, shared
+with the retraining cycle: leave out the users the shilling screen flags, split the data, tune
+the specs that name a search space, then fit and evaluate every model (metrics, per-group
+metrics and the fairness block) as a Ray task (:func:`~ray_app.training.fit.fit_and_evaluate`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,11 +21,15 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_app.evaluation.fairness import FairnessConfig
 from ray_app.evaluation.offline import user_group_frame
 from ray_app.evaluation.split import per_user_holdout
 from ray_app.models.base import Recommender
+from ray_app.paths import Location
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import ModelVersion, Registry, write_item_metadata
+from ray_app.shilling.detector import ShillingConfig
+from ray_app.shilling.screen import screen_frame, store_screen, write_screen_metrics
 from ray_app.training.data import TrainingData, load_training_data
 from ray_app.training.fit import FitInputs, fit_and_evaluate
 from ray_app.training.interactions import FeedbackConfig
@@ -56,8 +62,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    snapshot_dir: Path = Path("data/snapshots")
-    """Snapshot directory written by ingest."""
+    snapshot_dir: Location = "data/snapshots"
+    """Snapshot location written by ingest (a path, or a URI such as ``s3://bucket/snapshots``)."""
     registry: str = "data/registry"
     """Registry root (local path or pyarrow filesystem URI)."""
     models: list[ModelSpec] = Field(
@@ -83,6 +89,10 @@ class TrainConfig(BaseModel):
     """MovieLens dataset whose movies and user profiles are the models' item and user features
     (and tuning's), and whose genres are stored beside the models for the diversity re-ranker
     (None: no features, and the re-ranker keeps relevance order)."""
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    """The fairness block every registered version carries."""
+    shilling: ShillingConfig = Field(default_factory=ShillingConfig)
+    """The shilling screen run on the snapshot data before training."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +107,16 @@ class TrainedModel:
     metrics_by_group: dict[str, dict[str, float]]
     tuning: dict[str, Any] | None = None
     """The search space and best config, when the spec was tuned."""
+    fairness: dict[str, Any] = field(default_factory=dict)
+    """The fairness block of the holdout ranking (empty when switched off)."""
 
     def manifest_extra(self) -> dict[str, Any]:
         """What the manifest records beside the metrics."""
         extra: dict[str, Any] = {"metrics_by_group": self.metrics_by_group}
         if self.tuning is not None:
             extra["tuning"] = self.tuning
+        if self.fairness:
+            extra["fairness"] = self.fairness
         return extra
 
 
@@ -117,6 +131,8 @@ class TrainResult:
     versions: list[ModelVersion] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    shilling: dict[str, Any] | None = None
+    """The screen's manifest entry (None when the screen is off)."""
 
 
 def tune_specs(
@@ -145,6 +161,29 @@ def tune_specs(
     return out
 
 
+def screen_training_data(
+    data: TrainingData, config: ShillingConfig, registry: Registry
+) -> tuple[TrainingData, dict[str, Any] | None]:
+    """The shilling screen before training: the data without the flagged users' rows, and the
+    manifest entry (the score table is stored under the registry, the gauges written to
+    ``config.metrics_file``); ``(data, None)`` when the screen is off."""
+    if not config.enabled:
+        return data, None
+    kept, screen = screen_frame(data.frame, config)
+    entry = store_screen(registry, screen)
+    write_screen_metrics(entry, config)
+    if screen.flagged:
+        log.warning(
+            "shilling screen: %d of %d users flagged and left out of training (%d interactions); "
+            "scores in %s",
+            len(screen.flagged),
+            entry["users"],
+            screen.interactions_removed,
+            registry.path(entry["list"]["path"]),
+        )
+    return dataclasses.replace(data, frame=kept), entry
+
+
 def train_models(
     data: TrainingData,
     specs: Sequence[ModelSpec],
@@ -152,10 +191,12 @@ def train_models(
     test_fraction: float,
     k: int,
     seed: int,
+    fairness: FairnessConfig | None = None,
 ) -> list[TrainedModel]:
     """The training step: hold out ``test_fraction`` of each user's rows, tune the specs that
     name a search space, then fit and evaluate every model in parallel as Ray tasks (refitted
-    on all the data to serve)."""
+    on all the data to serve); with ``fairness``, each model's holdout ranking also gives its
+    fairness block."""
     import ray
 
     train, test = per_user_holdout(data.frame, test_fraction=test_fraction, seed=seed)
@@ -168,6 +209,7 @@ def train_models(
         item_features=data.movies,
         user_features=data.users,
         user_groups=user_group_frame(train, data.users),
+        fairness=fairness,
         refit_on=data.frame,
     )
     inputs_ref = ray.put(inputs)  # once, shared by every model's task
@@ -177,7 +219,14 @@ def train_models(
     for (spec, tuning), ref in zip(tuned, refs, strict=True):
         fitted = ray.get(ref)
         out.append(
-            TrainedModel(spec.name, fitted.model, fitted.metrics, fitted.metrics_by_group, tuning)
+            TrainedModel(
+                spec.name,
+                fitted.model,
+                fitted.metrics,
+                fitted.metrics_by_group,
+                tuning,
+                fitted.fairness,
+            )
         )
     return out
 
@@ -189,15 +238,25 @@ def run_training(config: TrainConfig) -> TrainResult:
     registry = Registry(config.registry, config.signing)
     if data.movies is not None:
         _write_genres(registry, data.movies, set(data.catalog))
-    trained = train_models(
-        data, config.models, test_fraction=config.test_fraction, k=config.k, seed=config.seed
-    )
     result = TrainResult(
         len(data.frame), data.frame["user_id"].nunique(), len(data.catalog), data.files
     )
+    data, result.shilling = screen_training_data(data, config.shilling, registry)
+    trained = train_models(
+        data,
+        config.models,
+        test_fraction=config.test_fraction,
+        k=config.k,
+        seed=config.seed,
+        fairness=config.fairness,
+    )
+    screened = {"shilling": result.shilling} if result.shilling is not None else {}
     for t in trained:
         mv = registry.register(
-            t.model, metrics=t.metrics, snapshot=data.provenance, extra=t.manifest_extra()
+            t.model,
+            metrics=t.metrics,
+            snapshot=data.provenance,
+            extra={**t.manifest_extra(), **screened},
         )
         log.info("registered %s %s: %s", t.name, mv.version, json.dumps(t.metrics))
         result.versions.append(mv)
