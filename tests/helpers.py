@@ -4,6 +4,7 @@ condition waits, small interaction matrices."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import sys
 import time
@@ -21,8 +22,12 @@ from ray_app.events.line_dialect import format_line, parse_line_batch
 from ray_app.events.model import Event
 from ray_app.events.schema import DEAD_LETTER_SCHEMA, SNAPSHOT_SCHEMA
 from ray_app.models.base import Interactions
+from ray_app.registry.store import Registry
+from ray_app.retraining.config import RetrainConfig
+from ray_app.retraining.control import SwitchRefused
 from ray_app.snapshots.protocol import BatchId
 from ray_app.snapshots.store import write_batch
+from ray_app.training.job import ModelSpec
 
 
 def write_events_snapshot(
@@ -264,3 +269,61 @@ def start_s3_server(
         proc.wait()
         raise
     return proc, server
+
+
+class FakeService:
+    """The admin API in memory: every ``variants()`` read lets 100 requests through, split by
+    weight, of which each slot's ``fallback_rate`` fell back."""
+
+    def __init__(
+        self,
+        version: str,
+        *,
+        model: str = "popularity",
+        refuse: bool = False,
+        canary_fallback: float = 0.0,
+    ) -> None:
+        self.slots: dict[str, dict[str, Any]] = {
+            "A": {"name": "A", "model": model, "version": version, "weight": 1.0},
+            "canary": {"name": "canary", "model": model, "version": version, "weight": 0.0},
+        }
+        for s in self.slots.values():
+            s.update(requests=0, fallbacks=0)
+        self.fallback_rate = {"A": 0.0, "canary": canary_fallback}
+        self.refuse = refuse
+        self.switches: list[tuple[str, str, str]] = []
+        self.traffic = 100
+
+    def variants(self) -> list[dict[str, Any]]:
+        total = sum(s["weight"] for s in self.slots.values())
+        for name, s in self.slots.items():
+            n = round(self.traffic * s["weight"] / total)
+            s["requests"] += n
+            s["fallbacks"] += round(n * self.fallback_rate[name])
+        return copy.deepcopy(list(self.slots.values()))
+
+    def switch(self, variant: str, model: str, version: str) -> dict[str, Any]:
+        if self.refuse:
+            raise SwitchRefused("signature does not verify")
+        self.switches.append((variant, model, version))
+        self.slots[variant].update(model=model, version=version)
+        return {"variant": variant, "version": version}
+
+    def set_weights(self, weights: dict[str, float]) -> dict[str, Any]:
+        for name, w in weights.items():
+            self.slots[name]["weight"] = w
+        return {"weights": weights}
+
+
+def fast_retrain_config(snaps: Path, registry: Registry, **overrides: Any) -> RetrainConfig:
+    """A popularity retrain over ``snaps`` into ``registry`` whose canary phase ends after 20
+    requests polled every 10 ms: for cycles driven by :class:`FakeService`."""
+    return RetrainConfig(
+        snapshot_dir=snaps,
+        registry=str(registry.uri),
+        model=ModelSpec(name="popularity"),
+        catalog_dataset=None,
+        canary_min_requests=20,
+        canary_poll_s=0.01,
+        **overrides,
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import interactions, write_ratings_snapshot
+from helpers import FakeService, fast_retrain_config, interactions, write_ratings_snapshot
 
 from ray_app.config import ConfigError
 from ray_app.models.popularity import Popularity
@@ -16,7 +16,7 @@ from ray_app.registry.store import Registry
 from ray_app.retraining.config import RetrainConfig
 from ray_app.retraining.cycle import Candidate, Serving, offline_gate, run_cycle
 from ray_app.snapshots.read import snapshot_files, snapshot_provenance
-from ray_app.training.job import ModelSpec, TrainedModel
+from ray_app.training.job import TrainedModel
 
 NDCG = 0.30
 
@@ -28,32 +28,6 @@ def _fairness(gender: float, occupation: float = 0.1) -> dict[str, Any]:
     }
     top = max(gender, occupation)
     return {"parity": parity, "parity_gap": {"ndcg@10": {"gap": top}}}
-
-
-class Service:
-    """Two slots that never fall back; every read lets 50 requests through each."""
-
-    def __init__(self, version: str) -> None:
-        self.slots = {
-            name: {"name": name, "model": "popularity", "version": version, "weight": w}
-            for name, w in (("A", 1.0), ("canary", 0.0))
-        }
-        for s in self.slots.values():
-            s.update(requests=0, fallbacks=0)
-
-    def variants(self) -> list[dict[str, Any]]:
-        for s in self.slots.values():
-            s["requests"] += 50
-        return [dict(s) for s in self.slots.values()]
-
-    def switch(self, variant: str, model: str, version: str) -> dict[str, Any]:
-        self.slots[variant].update(model=model, version=version)
-        return {}
-
-    def set_weights(self, weights: dict[str, float]) -> dict[str, Any]:
-        for name, w in weights.items():
-            self.slots[name]["weight"] = w
-        return {}
 
 
 @pytest.fixture()
@@ -77,15 +51,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
 
 
 def _config(world: dict[str, Any], **overrides: Any) -> RetrainConfig:
-    return RetrainConfig(
-        snapshot_dir=world["snaps"],
-        registry=str(world["reg"].uri),
-        model=ModelSpec(name="popularity"),
-        catalog_dataset=None,
-        canary_min_requests=20,
-        canary_poll_s=0.01,
-        **overrides,
-    )
+    return fast_retrain_config(world["snaps"], world["reg"], **overrides)
 
 
 def _serving(world: dict[str, Any], manifest: dict[str, Any] | None = None) -> Serving:
@@ -140,7 +106,7 @@ def test_a_gate_metric_without_a_parity_gap_names_the_fix(world: dict[str, Any])
 
 
 def test_the_cycle_logs_the_refusal_and_registers_nothing(world: dict[str, Any]) -> None:
-    service = Service(world["serving"].version)
+    service = FakeService(world["serving"].version)
     result = run_cycle(_config(world), service, train=_trainer(world, _fairness(0.2)))
     assert result.outcome == "gate_failed"
     assert result.reason.startswith("parity gap of ndcg@10 across gender 0.2000")
@@ -153,7 +119,7 @@ def test_the_cycle_logs_the_refusal_and_registers_nothing(world: dict[str, Any])
 def test_a_passing_candidate_carries_its_fairness_and_screen_into_the_manifest(
     world: dict[str, Any],
 ) -> None:
-    service = Service(world["serving"].version)
+    service = FakeService(world["serving"].version)
     fairness = _fairness(0.06)
     result = run_cycle(_config(world), service, train=_trainer(world, fairness))
     assert result.outcome == "promoted", result.reason

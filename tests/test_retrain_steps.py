@@ -6,19 +6,18 @@ the errors a user must fix (a slot missing, a different model in the control slo
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import interactions, write_ratings_snapshot
+from helpers import FakeService, fast_retrain_config, interactions, write_ratings_snapshot
 
 from ray_app.models.popularity import Popularity
 from ray_app.registry import lifecycle
 from ray_app.registry.store import Registry
 from ray_app.retraining.config import RetrainConfig
-from ray_app.retraining.control import MissingSlot, SwitchRefused
+from ray_app.retraining.control import MissingSlot
 from ray_app.retraining.cycle import (
     Candidate,
     ModelMismatch,
@@ -30,43 +29,6 @@ from ray_app.snapshots.read import snapshot_files, snapshot_provenance
 from ray_app.training.job import ModelSpec, TrainedModel
 
 SERVING_NDCG = 0.30
-
-
-class FakeService:
-    """The admin API in memory: every ``variants()`` read lets 100 requests through, split by
-    weight, of which each slot's ``fallback_rate`` fell back."""
-
-    def __init__(self, version: str, *, refuse: bool = False, canary_fallback: float = 0.0):
-        self.slots: dict[str, dict[str, Any]] = {
-            "A": {"name": "A", "model": "popularity", "version": version, "weight": 1.0},
-            "canary": {"name": "canary", "model": "popularity", "version": version, "weight": 0.0},
-        }
-        for s in self.slots.values():
-            s.update(requests=0, fallbacks=0)
-        self.fallback_rate = {"A": 0.0, "canary": canary_fallback}
-        self.refuse = refuse
-        self.switches: list[tuple[str, str, str]] = []
-        self.traffic = 100
-
-    def variants(self) -> list[dict[str, Any]]:
-        total = sum(s["weight"] for s in self.slots.values())
-        for name, s in self.slots.items():
-            n = round(self.traffic * s["weight"] / total)
-            s["requests"] += n
-            s["fallbacks"] += round(n * self.fallback_rate[name])
-        return copy.deepcopy(list(self.slots.values()))
-
-    def switch(self, variant: str, model: str, version: str) -> dict[str, Any]:
-        if self.refuse:
-            raise SwitchRefused("signature does not verify")
-        self.switches.append((variant, model, version))
-        self.slots[variant].update(model=model, version=version)
-        return {"variant": variant, "version": version}
-
-    def set_weights(self, weights: dict[str, float]) -> dict[str, Any]:
-        for name, w in weights.items():
-            self.slots[name]["weight"] = w
-        return {"weights": weights}
 
 
 def _model() -> Popularity:
@@ -99,15 +61,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
 
 
 def _config(world: dict[str, Any], **overrides: Any) -> RetrainConfig:
-    return RetrainConfig(
-        snapshot_dir=world["snaps"],
-        registry=str(world["reg"].uri),
-        model=ModelSpec(name="popularity"),
-        catalog_dataset=None,
-        canary_min_requests=20,
-        canary_poll_s=0.01,
-        **overrides,
-    )
+    return fast_retrain_config(world["snaps"], world["reg"], **overrides)
 
 
 def _new_batch(world: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import write_ratings_snapshot
+from helpers import FakeService, write_ratings_snapshot
 
 from ray_app.evaluation.fairness import FairnessConfig
 from ray_app.registry.store import Registry
@@ -23,32 +23,6 @@ from ray_app.training.job import ModelSpec, TrainConfig, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 FAIRNESS = FairnessConfig(bootstrap_samples=200)
-
-
-class Service:
-    """The admin API in memory: two slots that never fall back, 50 requests each per read."""
-
-    def __init__(self, model: str, version: str) -> None:
-        self.slots = {
-            name: {"name": name, "model": model, "version": version, "weight": w}
-            for name, w in (("A", 1.0), ("canary", 0.0))
-        }
-        for s in self.slots.values():
-            s.update(requests=0, fallbacks=0)
-
-    def variants(self) -> list[dict[str, Any]]:
-        for s in self.slots.values():
-            s["requests"] += 50
-        return [dict(s) for s in self.slots.values()]
-
-    def switch(self, variant: str, model: str, version: str) -> dict[str, Any]:
-        self.slots[variant].update(model=model, version=version)
-        return {}
-
-    def set_weights(self, weights: dict[str, float]) -> dict[str, Any]:
-        for name, w in weights.items():
-            self.slots[name]["weight"] = w
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +105,7 @@ def test_retrain_screens_the_attack_away_and_keeps_the_fairness_block(
         canary_min_requests=20,
         canary_poll_s=0.01,
     )
-    result = run_cycle(config, Service("ease", clean.version))
+    result = run_cycle(config, FakeService(clean.version, model="ease"))
     assert result.outcome == "promoted", result.reason
     reg = Registry(registry)
     new, mv = reg.load("ease", result.version)

@@ -5,7 +5,6 @@ block (:mod:`ray_app.evaluation.fairness`)."""
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from ray_app.errors import UserError
 from ray_app.evaluation.fairness import BUCKETS
 from ray_app.registry.store import Registry
+from ray_app.report_files import write_json_and_html
 
 _BLUE, _ORANGE, _GREY = "#4c78a8", "#f58518", "#bbbbbb"
 
@@ -194,9 +194,4 @@ exposure Gini (rank-weighted) {_fmt(f["exposure_gini"])}, coverage {_fmt(f["cove
 
 def write_fairness_report(report: dict[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` under ``out_dir``; returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    j, h = out / "report.json", out / "report.html"
-    j.write_text(json.dumps(report, indent=2, default=str))
-    h.write_text(render_html(report))
-    return j, h
+    return write_json_and_html(report, render_html(report), out_dir)

@@ -32,6 +32,7 @@ from ray_app.experiments.stats import (
     two_proportion_ztest,
     wilson_interval,
 )
+from ray_app.report_files import write_json_and_html
 
 
 class ExperimentConfig(BaseModel):
@@ -335,12 +336,7 @@ requests per variant; no winner is declared before every variant reaches it.</p>
 
 def write_report(report: dict[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` under ``out_dir``; returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    j, h = out / "report.json", out / "report.html"
-    j.write_text(json.dumps(report, indent=2, default=str))
-    h.write_text(render_html(report))
-    return j, h
+    return write_json_and_html(report, render_html(report), out_dir)
 
 
 def report_from_snapshots(
