@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from helpers import write_ratings_snapshot
+from rich.console import Console
 
+from ray_app.commands.train import print_train_result
 from ray_app.registry.store import Registry, read_item_metadata
 from ray_app.training import job as job_module
-from ray_app.training.job import ModelSpec, TrainConfig, run_training
+from ray_app.training.job import ModelSpec, TrainConfig, TrainResult, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 SPACES = Path(__file__).resolve().parents[1] / "configs" / "tune"
@@ -52,3 +54,14 @@ def test_train_job_tunes_with_the_catalogues_features_and_records_provenance(
     pop = next(mv for mv in result.versions if mv.name == "popularity").manifest
     assert pop["snapshot"] == knn["snapshot"] and "tuning" not in pop
     assert read_item_metadata(Registry(registry)), "genres stored for the re-ranker"
+
+
+def test_train_summary_reports_what_the_shilling_screen_left_out() -> None:
+    out = Console(record=True, width=200)
+    screen = {"flagged": 12, "users_scored": 940, "interactions_removed": 3_456}
+    print_train_result(TrainResult(100, 10, 5, 1, shilling=screen), out)
+    text = out.export_text()
+    assert "12 of 940 scored users flagged, 3,456 of their interactions left out" in text
+    out = Console(record=True, width=200)
+    print_train_result(TrainResult(100, 10, 5, 1), out)
+    assert "shilling" not in out.export_text()

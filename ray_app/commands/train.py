@@ -43,6 +43,12 @@ def print_train_result(result: TrainResult, out: Console) -> None:
         f"{result.items:,} items) from {result.snapshot_files} snapshot files in "
         f"{result.seconds:.1f}s"
     )
+    if result.shilling:
+        s = result.shilling
+        out.print(
+            f"shilling screen: {s['flagged']:,} of {s['users_scored']:,} scored users flagged, "
+            f"{s['interactions_removed']:,} of their interactions left out of training"
+        )
     table = Table(title="offline evaluation (per-user holdout, full ranking, seen items excluded)")
     present = {k for m in result.metrics.values() for k in m}
     keys = [k for k in SUMMARY_METRICS if k in present]
