@@ -4,11 +4,13 @@ condition waits, small interaction matrices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +329,80 @@ def fast_retrain_config(snaps: Path, registry: Registry, **overrides: Any) -> Re
         canary_poll_s=0.01,
         **overrides,
     )
+
+
+def start_redis_server(port: int, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start a throwaway ``redis-server`` (no persistence) on loopback ``port`` and wait until
+    it answers PING; the caller stops the returned process."""
+    import shutil
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        wait_until(client.ping, timeout, 0.1, f"redis-server on port {port}")
+        client.close()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return proc
+
+
+def landed_offsets(location: str) -> tuple[Counter[tuple[int, int]], int]:
+    """Every (partition, offset) in the data files under ``location`` (snapshots and dead
+    letters, durable or not: recovery must have removed unfinished ones), and how many of them
+    are dead letters."""
+    import pyarrow.parquet as pq
+
+    from ray_app.snapshots.store import SnapshotStore
+
+    store = SnapshotStore.at(location)
+    seen: Counter[tuple[int, int]] = Counter()
+    dead = 0
+    for sub in ("events", "dead_letter"):
+        for f in store.list_files(sub):
+            t = pq.read_table(
+                store.path(f.rel), filesystem=store.fs, columns=["partition", "offset"]
+            )
+            seen.update(zip(t["partition"].to_pylist(), t["offset"].to_pylist(), strict=True))
+            dead += t.num_rows if sub == "dead_letter" else 0
+    return seen, dead
+
+
+def assert_exactly_once(seen: Counter[tuple[int, int]], produced: set[tuple[int, int]]) -> None:
+    """Each produced (partition, offset) landed once: none twice, none lost, none invented."""
+    dupes = {k: c for k, c in seen.items() if c > 1}
+    assert not dupes, f"{len(dupes)} offsets written twice, e.g. {list(dupes)[:5]}"
+    missing = produced - set(seen)
+    assert not missing, f"{len(missing)} offsets lost, e.g. {sorted(missing)[:5]}"
+    extra = set(seen) - produced
+    assert not extra, f"{len(extra)} offsets never produced, e.g. {sorted(extra)[:5]}"
+
+
+@contextlib.contextmanager
+def asgi_client(app: Any, servable: Any) -> Iterator[Any]:
+    """A Starlette TestClient on a ``@serve.ingress`` FastAPI app whose routes run on
+    ``servable`` (an ingress object built without Ray): the real routing, middleware, exception
+    handlers and OpenAPI in-process, with Serve's replica lookup pointed at ``servable``."""
+    import types
+
+    from fastapi.testclient import TestClient
+    from ray import serve
+
+    real = serve.get_replica_context
+    fake: Any = lambda: types.SimpleNamespace(servable_object=servable)  # noqa: E731
+    serve.get_replica_context = fake
+    try:
+        with TestClient(app, client=("203.0.113.7", 50000)) as client:
+            yield client
+    finally:
+        serve.get_replica_context = real

@@ -146,6 +146,13 @@ def test_unreachable_broker_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert "127.0.0.1:1" in line and "--bootstrap-servers" in line
 
 
+def test_broker_storage_it_cannot_use_is_one_line() -> None:
+    result = CliRunner().invoke(app, ["broker", "--port", "0", "--storage", "sqlite://b.db"])
+    assert result.exit_code == 2
+    line = _one_error_line(result.output)
+    assert "sqlite://b.db" in line and "memory://tansu/" in line and "s3://" in line
+
+
 def test_an_error_from_a_ray_task_shows_the_original_message() -> None:
     class RemoteError(UserError):  # what Ray raises: also an instance of the original class
         def __init__(self, cause: Exception) -> None:

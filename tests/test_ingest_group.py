@@ -1,13 +1,16 @@
 """A consumer group of Ray actors in the background (what the demo runs for its whole length):
-start → durable figures while it runs → stop, which flushes and commits."""
+start → durable figures while it runs → stop, which flushes and commits; a member whose group
+join hangs is recreated."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ray_app.broker.embedded import ensure_topics
@@ -43,7 +46,7 @@ def test_group_runs_in_the_background_until_stopped(
     cfg = IngestConfig(
         topics=[topic],
         group_id=f"g-{topic}",
-        snapshot_dir=tmp_path,
+        snapshot_dir=str(tmp_path),
         max_batch_delay_s=0.5,
         max_batch_records=10_000,
     )
@@ -65,3 +68,34 @@ def test_group_runs_in_the_background_until_stopped(
     # stop() committed what was durable: the group resumes after the last record.
     assert _committed(broker, cfg.group_id, topic) == 3_500
     assert group.stop().records == 0  # stopping twice is harmless
+
+
+def test_a_member_stuck_joining_is_recreated(ray_session: None, tmp_path: Path) -> None:
+    import ray
+
+    from ray_app.ingest.scale import ConsumerActor
+
+    # A "broker" that accepts connections and never answers: the join can never complete.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        settings = KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{hole.getsockname()[1]}",
+            bootstrap_timeout_ms=600_000,  # kafka-python alone would wait ten minutes
+            request_timeout_ms=300_000,
+        )
+        cfg = IngestConfig(topics=["t"], group_id="stuck", snapshot_dir=str(tmp_path))
+        actor = ConsumerActor.options(max_concurrency=2, num_cpus=0.1).remote(  # type: ignore[attr-defined]
+            settings, cfg, "0", None, 3.0
+        )
+        try:
+            actor.run.remote()
+            first = ray.get(actor.pid.remote(), timeout=60)
+            recreated = wait_until(
+                lambda: ray.get(actor.pid.remote(), timeout=10) != first,
+                timeout=90,
+                what="the stuck member's actor to be recreated",
+            )
+            assert recreated
+        finally:
+            ray.kill(actor)

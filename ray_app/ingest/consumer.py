@@ -258,7 +258,7 @@ class SnapshotConsumer:
             **kw,
         )
         if c.dlq_topic:
-            self._dlq = KafkaProducer(linger_ms=50, **kw)
+            self._dlq = KafkaProducer(linger_ms=50, **kw, **self.kafka.producer_options())
         self._consumer.subscribe(c.topics, listener=_Listener(self))
         start = last_record = time.monotonic()
         lagging_checks = 0

@@ -88,13 +88,13 @@ def produce(
     config: ReplayConfig,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayStats:
-    """Send ``events`` (from :func:`build_lines`) to Kafka, keyed by user for per-user order."""
-    producer = KafkaProducer(
-        linger_ms=20,
-        batch_size=256 * 1024,
-        acks="all",
-        **producer_kwargs,  # type: ignore[arg-type]
-    )
+    """Send ``events`` (from :func:`build_lines`) to Kafka, keyed by user for per-user order.
+
+    Durable by default (``acks=all`` and idempotence: a retried batch is written once);
+    ``producer_kwargs`` (e.g. :meth:`KafkaSettings.producer_kwargs`) may override both.
+    """
+    options: dict[str, object] = {"acks": "all", "enable_idempotence": True, **producer_kwargs}
+    producer = KafkaProducer(linger_ms=20, batch_size=256 * 1024, **options)  # type: ignore[arg-type]
     start = time.monotonic()
     lines = events["line"].to_numpy(dtype=str)
     users = events["user_id"].to_numpy(dtype=str)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ray_app.broker.embedded import ensure_topics
+from ray_app.broker.embedded import create_topics
 from ray_app.broker.settings import KafkaSettings
 from ray_app.data.movielens import load
 from ray_app.replay.events import ReplayConfig, ReplayStats, build_lines, produce
@@ -23,9 +23,7 @@ def replay_movielens(
     called as events are sent.
     """
     events = build_lines(load(config.dataset).ratings, config)
-    kw = settings.client_kwargs()
-    admin_kw = {k: v for k, v in kw.items() if k != "bootstrap_servers"}
-    ensure_topics(settings.bootstrap_servers, {config.topic: config.partitions}, **admin_kw)
+    create_topics(settings, {config.topic: config.partitions})
     total = len(events)
     done = 0
 
@@ -35,4 +33,4 @@ def replay_movielens(
         if progress is not None:
             progress(done, total)
 
-    return produce(events, kw, config, progress=advance)
+    return produce(events, settings.producer_kwargs(), config, progress=advance)

@@ -72,12 +72,20 @@ class RecoLogger:
     def _producer(self) -> Any:
         from kafka import KafkaProducer
 
+        # acks=all: online evaluation counts these events, so one acknowledged by a leader that
+        # then dies must not vanish; the wait for the replicas is paid on this thread, never by
+        # a request. No idempotence: on a broker that validates schemas (Tansu 0.6) one refused
+        # record makes an idempotent producer's every later record on that partition refused
+        # too, and a refusal must never stop the events. The price: a retry after a lost
+        # acknowledgement may write an event twice (same request_id, so it can be told apart).
         return KafkaProducer(
             bootstrap_servers=self.bootstrap_servers.split(","),
             linger_ms=20,
-            acks=1,
+            acks="all",
+            enable_idempotence=False,
             max_block_ms=2000,  # bounds how long send() may wait for metadata in this thread
             request_timeout_ms=5000,
+            delivery_timeout_ms=30_000,  # a broker down longer: the record is counted as dropped
         )
 
     def _run(self) -> None:

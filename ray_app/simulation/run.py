@@ -137,10 +137,10 @@ class KafkaSink:
 
         from ray_app.broker.settings import KafkaSettings
 
-        kw = KafkaSettings(bootstrap_servers=bootstrap_servers).client_kwargs()
+        kw = KafkaSettings(bootstrap_servers=bootstrap_servers).producer_kwargs()
         kw.update(client)
         self.topic = topic
-        self.producer = KafkaProducer(linger_ms=20, acks="all", **kw)
+        self.producer = KafkaProducer(linger_ms=20, **kw)
 
     def send(self, user_id: str, line: str) -> None:
         self.producer.send(self.topic, key=user_id.encode(), value=line.encode())
