@@ -12,7 +12,7 @@ import yaml
 from helpers import interactions, wait_until
 
 from ray_app.models.popularity import Popularity
-from ray_app.registry.store import Registry
+from ray_app.registry.store import ALIASES, Registry
 from ray_app.serving.app import build_app
 from ray_app.serving.config import ServeArgs
 from ray_app.serving.watch import RegistryWatcher
@@ -42,7 +42,9 @@ class Slot:
     def __init__(self, reg: Registry, follow: str) -> None:
         self.reg, self.follow = reg, follow
         self.version = reg.latest("popularity") or ""
-        self.watcher = RegistryWatcher(self.followed, lambda: self.version, self.switch)
+        self.watcher = RegistryWatcher(
+            self.followed, lambda: self.version, self.switch, registry=reg
+        )
 
     def followed(self) -> tuple[str, str | None]:
         return "popularity", self.reg.resolve("popularity", self.follow)
@@ -86,6 +88,43 @@ def test_follows_an_alias_not_every_registration(tmp_path: Path) -> None:
         reg.set_alias("popularity", "production", "v0")
     with pytest.raises(ValueError, match="latest"):
         reg.set_alias("popularity", "latest", v1)
+
+
+def test_follow_latest_never_takes_an_old_version_renamed_to_look_newest(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    v1 = reg.register(_model(1)).version
+    slot = Slot(reg, "latest")
+    slot.watcher.check_once()
+    v2 = reg.register(_model(2)).version
+    assert slot.watcher.check_once() == v2
+    forged = "v99991231T235959999999Z"
+    (tmp_path / "reg" / "popularity" / v1).rename(tmp_path / "reg" / "popularity" / forged)
+    assert slot.watcher.check_once() is None and slot.version == v2
+    assert reg.latest("popularity") == v2 and not slot.watcher.refused
+    v3 = reg.register(_model(3)).version  # a real new version still gets through
+    assert slot.watcher.check_once() == v3
+
+
+def test_follow_refuses_a_downgrade_unless_allowed(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    v1 = reg.register(_model(1)).version
+    reg.set_alias("popularity", "production", v1)
+    old_aliases = (tmp_path / "reg" / "popularity" / ALIASES).read_bytes()  # signed, genuine
+    v2 = reg.register(_model(2)).version
+    reg.set_alias("popularity", "production", v2)
+    slot = Slot(reg, "production")
+    slot.version = v2
+    slot.watcher.check_once()
+    # A replayed (validly signed) old aliases file moves production back to v1.
+    (tmp_path / "reg" / "popularity" / ALIASES).write_bytes(old_aliases)
+    assert slot.watcher.check_once() is None and slot.version == v2
+    assert "DowngradeError" in slot.watcher.refused[v1]
+    reg.set_alias("popularity", "production", v2)
+    slot.watcher.check_once()
+    slot.watcher.configure(0, allow_downgrade=True)  # an operator's explicit rollback
+    reg.set_alias("popularity", "production", v1)
+    assert slot.watcher.check_once() == v1 and slot.version == v1
+    assert slot.watcher.state()["allow_downgrade"] is True
 
 
 def test_background_thread_picks_up_a_new_version(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from ray_app.registry.binding import check_component
 from ray_app.registry.store import Registry
 
 LIFECYCLE_DIR = "_lifecycle"
@@ -26,6 +27,9 @@ def lifecycle_event(step: str, **details: Any) -> dict[str, Any]:
 
 
 def _log_path(reg: Registry, name: str, version: str) -> str:
+    # Both become path components: refuse anything that could leave the model's directory.
+    check_component("model name", name)
+    check_component("version", version)
     return reg.path(name, LIFECYCLE_DIR, f"{version}.jsonl")
 
 

@@ -26,6 +26,10 @@ class SignatureError(Exception):
     """A registry version is unsigned, tampered with, or signed with another key."""
 
 
+class SigningKeyError(SignatureError):
+    """This service has no usable key to sign or verify with (a setup problem, not tampering)."""
+
+
 class SigningConfig(BaseModel):
     """Which algorithm and key sign and verify registry versions.
 
@@ -62,7 +66,7 @@ def _hmac_key(cfg: SigningConfig, create: bool) -> bytes:
     path = cfg.key_file or default_key_file()
     if not path.exists():
         if not create:
-            raise SignatureError(
+            raise SigningKeyError(
                 f"no HMAC key: set RAY_APP_REGISTRY_HMAC_KEY or signing.hmac_key ({path} missing)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,17 +88,17 @@ def _public_key(cfg: SigningConfig) -> Ed25519PublicKey:
     if cfg.ed25519_public_key_file:
         key = serialization.load_pem_public_key(cfg.ed25519_public_key_file.read_bytes())
         if not isinstance(key, Ed25519PublicKey):
-            raise SignatureError(f"{cfg.ed25519_public_key_file} is not an Ed25519 public key")
+            raise SigningKeyError(f"{cfg.ed25519_public_key_file} is not an Ed25519 public key")
         return key
     return _private_key(cfg).public_key()
 
 
 def _private_key(cfg: SigningConfig) -> Ed25519PrivateKey:
     if not cfg.ed25519_private_key_file:
-        raise SignatureError("algorithm=ed25519 needs signing.ed25519_private_key_file to sign")
+        raise SigningKeyError("algorithm=ed25519 needs signing.ed25519_private_key_file to sign")
     key = serialization.load_pem_private_key(cfg.ed25519_private_key_file.read_bytes(), None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"{cfg.ed25519_private_key_file} is not an Ed25519 private key")
+        raise SigningKeyError(f"{cfg.ed25519_private_key_file} is not an Ed25519 private key")
     return key
 
 

@@ -9,6 +9,13 @@ so that Serve replicas need no environment). Versions are staged locally and cop
 local filesystem into a hidden directory that is then renamed; on an object store, which cannot
 rename, with ``signature.json`` uploaded last and versions without one not listed. Remote
 versions are downloaded once into a local cache per registry and verified on every load.
+
+A signature binds a version to its place: loading checks that the signed manifest's ``name``
+and ``version`` equal the directory it was read from, so a signed version copied or renamed
+under another name or version is refused, and :meth:`Registry.latest` skips it. Names, versions
+and aliases are single path components (:func:`check_component`). Aliases are signed too, over
+the model name and the alias map, so an edited, unsigned or copied ``_aliases.json`` is refused.
+A downgrade (a version created before the one serving) is refused unless asked for.
 """
 
 from __future__ import annotations
@@ -30,7 +37,20 @@ import pyarrow.fs as pafs
 import ray_app
 from ray_app.models.base import Recommender
 from ray_app.paths import resolve_location
-from ray_app.registry.signing import SignatureError, SigningConfig, sign, verify
+from ray_app.registry.binding import (
+    COMPONENT,
+    DowngradeError,
+    check_binding,
+    check_component,
+    created_at,
+)
+from ray_app.registry.signing import (
+    SignatureError,
+    SigningConfig,
+    SigningKeyError,
+    sign,
+    verify,
+)
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
@@ -100,7 +120,7 @@ class Registry:
         name: str | None = None,
     ) -> ModelVersion:
         """Save ``model`` as a new signed version of ``name`` (default: the model's name)."""
-        name = name or model.name
+        name = check_component("model name", model.name if name is None else name)
         now = dt.datetime.now(dt.UTC)
         version = now.strftime("v%Y%m%dT%H%M%S%fZ")
         with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +138,8 @@ class Registry:
                 "files": {f"artifact/{f}": _sha256(stage / "artifact" / f) for f in sorted(files)},
                 **(extra or {}),
             }
+            # The binding that loading checks: ``extra`` may not move a version elsewhere.
+            manifest.update(name=name, version=version)
             payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
             (stage / MANIFEST).write_bytes(payload)
             (stage / SIGNATURE).write_text(json.dumps(sign(payload, self.signing), indent=2))
@@ -154,18 +176,21 @@ class Registry:
             i.base_name
             for i in infos
             if i.type == pafs.FileType.Directory
-            and not i.base_name.startswith(".")
+            and COMPONENT.fullmatch(i.base_name)
             and self.versions(i.base_name)
         )
 
     def versions(self, name: str) -> list[str]:
         """Versions of ``name``, oldest first (on an object store: only those whose upload
         finished, i.e. whose signature exists)."""
+        check_component("model name", name)
         infos = self.fs.get_file_info(pafs.FileSelector(self.path(name), allow_not_found=True))
         found = sorted(
             i.base_name
             for i in infos
-            if i.type == pafs.FileType.Directory and i.base_name.startswith("v")
+            if i.type == pafs.FileType.Directory
+            and i.base_name.startswith("v")
+            and COMPONENT.fullmatch(i.base_name)
         )
         if self._is_local():
             return found
@@ -173,69 +198,157 @@ class Registry:
         return [v for v, i in zip(found, signatures, strict=True) if i.type == pafs.FileType.File]
 
     def latest(self, name: str) -> str | None:
-        """The newest version of ``name``; None when it has none."""
-        vs = self.versions(name)
-        return vs[-1] if vs else None
+        """The newest version of ``name`` whose signed manifest is bound to its directory;
+        None when it has none. A version copied or renamed to sort last is skipped, so it can
+        never stand in for the newest (its artifact files are checked when it is loaded)."""
+        for version in reversed(self.versions(name)):
+            try:
+                self.signed_manifest(name, version)
+            except SigningKeyError:
+                raise  # no key to verify with: say so, rather than "no versions"
+            except (SignatureError, FileNotFoundError):
+                continue  # an unreadable registry, though, is an error, not an older version
+            return version
+        return None
+
+    def signed_manifest(self, name: str, version: str) -> dict[str, Any]:
+        """The manifest of ``name``/``version`` after checking its signature and that it names
+        this very place (not the artifact hashes: :meth:`fetch` checks those before loading)."""
+        check_component("model name", name)
+        check_component("version", version)
+        what = self.path(name, version, MANIFEST)
+        with self.fs.open_input_stream(what) as fh:
+            payload = fh.read()
+        try:
+            with self.fs.open_input_stream(self.path(name, version, SIGNATURE)) as fh:
+                record = json.loads(fh.read())
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise SignatureError(f"{name}/{version}: missing or unreadable signature") from exc
+        verify(payload, record, self.signing, f"{name}/{version}/{MANIFEST}")
+        manifest: dict[str, Any] = json.loads(payload)
+        check_binding(manifest, name, version)
+        return manifest
 
     def aliases(self, name: str) -> dict[str, str]:
-        """Alias → version for ``name`` (e.g. ``production``, set when retraining promotes)."""
+        """Alias → version for ``name`` (e.g. ``production``, set when retraining promotes),
+        after verifying the aliases file's signature; SignatureError if it was tampered with,
+        is unsigned or belongs to another model."""
+        check_component("model name", name)
         path = self.path(name, ALIASES)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return {}
         with self.fs.open_input_stream(path) as fh:
-            return dict(json.loads(fh.read()))
+            raw = fh.read()
+        what = f"{name}/{ALIASES}"
+        try:
+            doc = json.loads(raw)
+            record = doc["signature"]
+            body = {"model": doc["model"], "aliases": doc["aliases"]}
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SignatureError(
+                f"{what}: unsigned or malformed aliases file; point each alias again with "
+                "Registry.set_alias (or promote again with `ray-app retrain`)"
+            ) from exc
+        verify(_canonical(body), record, self.signing, what)
+        if body["model"] != name:
+            raise SignatureError(f"{what}: signed for model {body['model']!r}, not {name!r}")
+        table = {str(k): str(v) for k, v in dict(body["aliases"]).items()}
+        for alias, version in table.items():
+            check_component("alias", alias)
+            check_component("version", version)
+        return table
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        """Point ``alias`` of ``name`` at ``version`` (the version must exist)."""
+        """Point ``alias`` of ``name`` at ``version`` (a version bound to its place) and sign
+        the alias map."""
+        check_component("alias", alias)
         if alias == "latest":
             raise ValueError("'latest' is not an alias: it always means the newest version")
+        check_component("version", version)
         if version not in self.versions(name):
             raise ValueError(f"{name} has no version {version!r}; versions: {self.versions(name)}")
+        self.signed_manifest(name, version)  # never alias a copied or renamed version
         current = self.aliases(name)
         current[alias] = version
+        body = {"model": name, "aliases": dict(sorted(current.items()))}
+        doc = {**body, "signature": sign(_canonical(body), self.signing)}
         self.fs.create_dir(self.path(name), recursive=True)
         # Write then move, so a watching server never reads half a file.
         tmp = self.path(name, f".{ALIASES}.tmp")
         with self.fs.open_output_stream(tmp) as fh:
-            fh.write(json.dumps(current, indent=2, sort_keys=True).encode())
+            fh.write(json.dumps(doc, indent=2, sort_keys=True).encode())
         self.fs.move(tmp, self.path(name, ALIASES))
 
     def resolve(self, name: str, ref: str) -> str | None:
         """The version ``ref`` names: ``latest`` or an alias; None when it names nothing yet."""
+        check_component("reference", ref)
         if ref == "latest":
             return self.latest(name)
         return self.aliases(name).get(ref)
 
     def read_manifest(self, name: str, version: str) -> dict[str, Any]:
         """The manifest (unverified: for listing only, never for loading)."""
+        check_component("model name", name)
+        check_component("version", version)
         with self.fs.open_input_stream(self.path(name, version, MANIFEST)) as fh:
             return dict(json.loads(fh.read()))
 
-    def fetch(self, name: str, version: str | None = None) -> ModelVersion:
-        """Verify a version (signature, then every file hash) and return its local path.
+    def check_upgrade(
+        self, name: str, version: str, serving: str, *, allow_downgrade: bool = False
+    ) -> None:
+        """Raise :class:`DowngradeError` if ``version`` of ``name`` was created (by its signed
+        manifest's ``created_at``) before ``serving``, unless ``allow_downgrade``."""
+        if allow_downgrade or version == serving:
+            return
+        new = created_at(self.signed_manifest(name, version))
+        old = created_at(self.signed_manifest(name, serving))
+        if new < old:
+            raise DowngradeError(
+                f"{name} {version} (created {new.isoformat()}) is older than the serving "
+                f"{serving} (created {old.isoformat()}); pass allow_downgrade to roll back"
+            )
+
+    def fetch(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        serving: str | None = None,
+        allow_downgrade: bool = False,
+    ) -> ModelVersion:
+        """Verify a version (signature, binding to ``name``/``version``, then every file hash)
+        and return its local path.
 
         Raises :class:`SignatureError` naming the offending file if anything does not match;
-        nothing is unpickled or imported before this check passes.
+        nothing is unpickled or imported before this check passes. With ``serving`` (the
+        version now served), a version created before it raises :class:`DowngradeError`
+        unless ``allow_downgrade``.
         """
-        version = version or self.latest(name)
+        check_component("model name", name)
+        version = check_component("version", version) if version is not None else self.latest(name)
         if version is None:
             raise FileNotFoundError(f"registry {self.uri} has no versions of model {name!r}")
         if self._is_local():
             local = Path(self.path(name, version))
-            return ModelVersion(name, version, local, verify_dir(local, self.signing))
-        local = self._download(name, version)
-        try:
-            manifest = verify_dir(local, self.signing)
-        except SignatureError:  # perhaps a damaged cached copy: verify a fresh download
-            shutil.rmtree(local, ignore_errors=True)
+            manifest = verify_dir(local, self.signing, name, version)
+        else:
             local = self._download(name, version)
-            manifest = verify_dir(local, self.signing)
+            try:
+                manifest = verify_dir(local, self.signing, name, version)
+            except SignatureError:  # perhaps a damaged cached copy: verify a fresh download
+                shutil.rmtree(local, ignore_errors=True)
+                local = self._download(name, version)
+                manifest = verify_dir(local, self.signing, name, version)
+        if serving is not None:
+            self.check_upgrade(name, version, serving, allow_downgrade=allow_downgrade)
         return ModelVersion(name, version, local, manifest)
 
     def _download(self, name: str, version: str) -> Path:
         """A local copy of a version in the cache. Versions are immutable, so a cached copy is
         reused (it is verified like any other); several processes on one host may download
         the same version at once, so each downloads into its own directory and renames it."""
+        check_component("model name", name)
+        check_component("version", version)
         root = hashlib.sha256(self.uri.encode()).hexdigest()[:16]  # one cache per registry
         local = self.cache / root / name / version
         if local.exists():
@@ -249,11 +362,18 @@ class Registry:
             shutil.rmtree(tmp, ignore_errors=True)
         return local
 
-    def load(self, name: str, version: str | None = None) -> tuple[Recommender[Any], ModelVersion]:
-        """Verify, then load the model of a version."""
+    def load(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        serving: str | None = None,
+        allow_downgrade: bool = False,
+    ) -> tuple[Recommender[Any], ModelVersion]:
+        """Verify (as :meth:`fetch`, downgrade check included), then load a version's model."""
         from ray_app.models.catalog import MODELS
 
-        mv = self.fetch(name, version)
+        mv = self.fetch(name, version, serving=serving, allow_downgrade=allow_downgrade)
         cls = MODELS.get(mv.manifest["model_class"])
         if cls is None:
             raise ValueError(
@@ -262,8 +382,14 @@ class Registry:
         return cls.load(mv.path / "artifact"), mv
 
 
-def verify_dir(path: Path, signing: SigningConfig) -> dict[str, Any]:
-    """Check ``path``'s signature and file hashes; return the manifest or raise SignatureError."""
+def _canonical(body: dict[str, Any]) -> bytes:
+    """The exact bytes an aliases file's signature covers."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def verify_dir(path: Path, signing: SigningConfig, name: str, version: str) -> dict[str, Any]:
+    """Check ``path``'s signature, that it is ``name``/``version`` and its file hashes; return
+    the manifest or raise SignatureError."""
     mpath, spath = path / MANIFEST, path / SIGNATURE
     if not mpath.exists():
         raise SignatureError(f"{mpath}: missing manifest")
@@ -276,6 +402,7 @@ def verify_dir(path: Path, signing: SigningConfig) -> dict[str, Any]:
         raise SignatureError(f"{spath}: not valid JSON") from exc
     verify(payload, record, signing, str(mpath))
     manifest: dict[str, Any] = json.loads(payload)
+    check_binding(manifest, name, version)
     listed: dict[str, str] = manifest.get("files", {})
     for rel, want in listed.items():
         f = path / rel

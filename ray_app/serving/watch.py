@@ -5,6 +5,10 @@ registered, or retraining re-points ``production``), not whenever the served ver
 from it. So an operator's explicit ``/admin`` switch is not undone on the next poll, and a
 version that fails its signature check is tried once, recorded as refused, and left alone
 until the reference moves again; the old version keeps serving throughout.
+
+Given the registry, the watcher also refuses a *downgrade*: a reference that moves to a version
+created (by its signed manifest) before the one serving, as a restored old aliases file or a
+deleted newer version would make it, is refused unless ``allow_downgrade`` is configured.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ray_app.registry.store import Registry
+
 log = logging.getLogger("ray.serve")
 
 
@@ -23,7 +29,8 @@ class RegistryWatcher:
 
     ``resolve`` returns ``(model_name, version_or_None)`` for the followed reference,
     ``current`` the version being served, and ``switch(name, version)`` verifies, loads and
-    swaps (raising and keeping the old one on failure).
+    swaps (raising and keeping the old one on failure). With ``registry``, a move to an older
+    version is refused (:meth:`Registry.check_upgrade`) unless ``allow_downgrade``.
     """
 
     def __init__(
@@ -31,10 +38,14 @@ class RegistryWatcher:
         resolve: Callable[[], tuple[str, str | None]],
         current: Callable[[], str],
         switch: Callable[[str, str], Any],
+        *,
+        registry: Registry | None = None,
     ) -> None:
         self._resolve = resolve
         self._current = current
         self._switch = switch
+        self._registry = registry
+        self.allow_downgrade = False
         self.interval_s = 0.0
         self.refused: dict[str, str] = {}
         self.switched: list[str] = []
@@ -47,8 +58,10 @@ class RegistryWatcher:
         # Re-entrant: a switch to a renamed model calls rebase() from inside check_once().
         self._lock = threading.RLock()
 
-    def configure(self, interval_s: float) -> None:
-        """Start, retime or (with 0) stop polling."""
+    def configure(self, interval_s: float, *, allow_downgrade: bool = False) -> None:
+        """Start, retime or (with 0) stop polling; ``allow_downgrade`` lets the followed
+        reference move the slot to an older version."""
+        self.allow_downgrade = allow_downgrade
         self.interval_s = max(0.0, float(interval_s))
         if self.interval_s > 0 and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()
@@ -89,9 +102,14 @@ class RegistryWatcher:
             self.last_error = None
             seen, self._seen = self._seen, ref
             name, version = ref
-            if seen is None or ref == seen or version is None or version == self._current():
+            current = self._current()
+            if seen is None or ref == seen or version is None or version == current:
                 return None
             try:
+                if self._registry is not None and current:
+                    self._registry.check_upgrade(
+                        name, version, current, allow_downgrade=self.allow_downgrade
+                    )
                 self._switch(name, version)
             except Exception as exc:
                 self.refused[version] = f"{type(exc).__name__}: {exc}"
@@ -111,6 +129,7 @@ class RegistryWatcher:
         """What ``/admin/variants`` shows under ``watch``."""
         return {
             "interval_s": self.interval_s,
+            "allow_downgrade": self.allow_downgrade,
             "last_check": self.last_check,
             "last_error": self.last_error,
             "refused": dict(self.refused),
