@@ -251,6 +251,8 @@ def main() -> None:
                     VariantSpec(name="B", model="popularity", weight=0.5),
                 ],
                 rate_limit_per_min=1000,
+                # one client address sends everything: its quota must not cap saturation
+                client_quota_per_min=10**9,
             ),
             "127.0.0.1",
             port,

@@ -129,6 +129,11 @@ def init_ray(
     # It is read when Serve's processes start, so it must be set before a local Ray starts;
     # on a cluster set it in the nodes' environment (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1 ray start`).
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # HAProxy's own limits: a connection idle (or a request half-sent) for 30 s is closed
+    # (Ray's default is an hour), at most 4,096 connections per node. The Python proxy has no
+    # such settings; serve_config.yaml's http_options bound its keep-alive and request time.
+    os.environ.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "30")
+    os.environ.setdefault("RAY_SERVE_HAPROXY_MAXCONN", "4096")
     if serve_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     ctx: Any

@@ -407,7 +407,7 @@ def test_every_answer_is_a_json_dialect_reco_event_on_kafka(app: dict[str, Any])
         )
         assert ev.server == format_server(js["variant"], js["model"], js["model_version"])
         assert (ev.ab_variant, ev.model_version) == (js["variant"], js["model_version"])
-    health = c.get("/healthz").json()["reco_log"]
+    health = c.get("/admin/status", headers=READER).json()["reco_log"]
     assert health["enabled"] and health["sent"] >= 3 and health["dropped"] == 0
 
 

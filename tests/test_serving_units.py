@@ -1,4 +1,4 @@
-"""Serving building blocks without Ray: assignment, MMR, rate limits, keys, reco logging,
+"""Serving building blocks without Ray: assignment, MMR, keys, reco logging,
 the last-resort list, user_config validation and how build_app wires values."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ray_app.serving.model_server import ModelServerConfig
 from ray_app.serving.provenance import RecoLogger, TraceStore
 from ray_app.serving.reranker import ReRankerConfig, mmr
 from ray_app.serving.router import RouterConfig, assign, validate_weights
-from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
+from ray_app.serving.security import KeyStore, Principal, allows, token_hash
 
 
 @given(st.text(min_size=1, max_size=64))
@@ -67,15 +67,6 @@ def test_mmr_diversifies_and_zero_is_identity() -> None:
     assert mmr(items, {}, 3, 0.9) == ["a1", "a2", "a3"]
     out = mmr(items, genres, 3, 0.7)
     assert out[0] == "a1" and set(out) == {"a1", "b1", "c1"}
-
-
-def test_rate_limiter_bucket() -> None:
-    rl = RateLimiter(per_min=60)
-    assert all(rl.acquire("u", now=0.0) == 0.0 for _ in range(60))
-    wait = rl.acquire("u", now=0.0)
-    assert 0.9 < wait <= 1.0
-    assert rl.acquire("u", now=1.01) == 0.0  # one token a second refills
-    assert rl.acquire("other", now=0.0) == 0.0
 
 
 def test_keystore_roles_and_env() -> None:

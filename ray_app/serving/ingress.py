@@ -1,22 +1,25 @@
-"""HTTP ingress (FastAPI): recommendations, traces, admin API, health.
+"""HTTP ingress (FastAPI): recommendations, liveness and readiness.
 
-Routes: ``GET /recommend/{user_id}`` (text line, or JSON with ``?format=json``),
-``GET /trace/{request_id}``, ``GET /healthz`` and the bearer-protected ``/admin/...`` routes.
+Routes here: ``GET /recommend/{user_id}`` (text line, or JSON with ``?format=json``),
+``GET /healthz`` (the process answers) and ``GET /readyz`` (it can answer recommendations);
+both are local to the replica. The bearer-protected status, trace and admin routes are in
+:mod:`ray_app.serving.admin`.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the real Annotated[...] types
 # of route parameters, which Serve re-binds on the replica class.
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
@@ -24,21 +27,24 @@ from ray.serve.metrics import Counter, Histogram
 from ray_app.events.reco import served_reco_event
 from ray_app.registry.signing import SigningConfig
 from ray_app.serving import security
+from ray_app.serving.admin import REQUEST_ID_PATTERN, AdminRoutes, admin_api, errors
 from ray_app.serving.answer import Answer
+from ray_app.serving.auth import AuthError, ClientAuthenticator, Identity
 from ray_app.serving.batching import AdaptiveBatcher
-from ray_app.serving.config import ApiKey, ServeArgs, updated_config
+from ray_app.serving.breaker import Breaker
+from ray_app.serving.config import ApiKey, ClientAuth, ServeArgs, updated_config
 from ray_app.serving.last_resort import LastResort
 from ray_app.serving.provenance import RecoLogger, TraceStore
-from ray_app.serving.security import KeyStore, Principal, RateLimiter, allows, token_hash
+from ray_app.serving.quotas import Quotas, Take
+from ray_app.serving.security import HeaderLimit, KeyStore
 
 log = logging.getLogger("ray.serve")
-# A child of Serve's logger, so admin changes land in the replica log files Serve writes.
-audit = logging.getLogger("ray.serve.audit")
 
-USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+# No leading dot: `.` and `..` are path components, never user ids.
+USER_ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
-VARIANT_PATTERN = r"^[A-Za-z0-9_\-]{1,32}$"
+MAX_HEADER_BYTES = 16 * 1024
+"""Largest total of request headers the ingress accepts (431 above)."""
 
 api = FastAPI(
     title="ray_app recommendations",
@@ -46,71 +52,42 @@ api = FastAPI(
         "`GET /recommend/{user_id}` answers one line of comma-separated movie ids, best first "
         "(the course platforms' contract); `?format=json` adds variant, model, version and "
         "request id. It always answers: a failing or slow variant is replaced by the fallback "
-        "model. Requests are rate-limited per key (429 with `Retry-After`). `/admin/...` "
-        "routes need a bearer token with the `admin` role (`reader` may list and trace)."
+        "model. Requests are limited per user and per client (429 with `Retry-After`); client "
+        "API keys or OAuth 2.0 bearer tokens are optional unless the service requires them. "
+        "`/admin/...` routes need a bearer token with the `admin` role (`reader` may list, "
+        "trace and read `/admin/status`)."
     ),
-    version="0.2.0",
+    version="0.3.0",
+    # A trailing slash is a 404, not a 307 whose Location is built from the client's Host.
+    redirect_slashes=False,
 )
-bearer = HTTPBearer(auto_error=False, description="API key (stored server-side as SHA-256).")
+api.add_middleware(HeaderLimit, max_bytes=MAX_HEADER_BYTES)
+api.include_router(admin_api)
 
 # The key store lives in ``security.STATE`` (see ReplicaState for why).
 
 
-def _principal(
-    cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-) -> Principal:
-    if cred is None or not cred.credentials:
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    p = security.STATE.keys.lookup(cred.credentials)
-    if p is None:
-        raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-    return p
-
-
-def _need_admin(p: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if not allows(p, "admin"):
-        raise HTTPException(403, f"{p.name!r} has role {p.role!r}; this needs 'admin'")
-    return p
-
-
-def _need_reader(p: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if not allows(p, "reader"):
-        raise HTTPException(403, f"{p.name!r} has role {p.role!r}; this needs 'reader'")
-    return p
-
-
-Admin = Annotated[Principal, Depends(_need_admin)]
-Reader = Annotated[Principal, Depends(_need_reader)]
-
-
-class WeightsBody(BaseModel):
-    """New A/B weights: every slot not named gets 0."""
-
-    model_config = ConfigDict(extra="forbid")
-    weights: dict[str, float] = Field(examples=[{"A": 0.9, "B": 0.1}])
-
-
-class SwitchBody(BaseModel):
-    """Registry model and version for a slot; ``version`` null = latest, ``model`` null = same."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost error's type and message, without Ray's remote traceback."""
-    while getattr(exc, "cause", None) is not None:
-        exc = exc.cause  # type: ignore[attr-defined]
-    msg = exc.args[0] if exc.args else str(exc)
-    return f"{type(exc).__name__}: {msg}"
+def _digits(value: Any) -> Any:
+    """``k`` as sent: plain decimal digits only (no sign, underscores or spaces)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,3}", value):
+        raise ValueError("k must be a whole number from 1 to 100 written in digits")
+    return value
 
 
 def _request_id(request: Request) -> str:
-    """Serve's id of this request, which its middleware also returns as ``X-Request-ID`` (the
-    client's own header when it sent a usable one); a fresh id when there is none."""
+    """The client's ``X-Request-ID`` when it sent a usable one, else a fresh id."""
     given = request.headers.get("x-request-id", "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    """422 naming each bad field and the rule it broke, never echoing the input back."""
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:200], "type": e.get("type")}
+        for e in exc.errors()[:10]
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 @api.exception_handler(Exception)
@@ -130,6 +107,14 @@ def _unavailable() -> Response:
     )
 
 
+def _app_name() -> str | None:
+    """The Serve app this replica belongs to; None outside a replica (unit tests)."""
+    try:
+        return str(serve.get_replica_context().app_name)
+    except Exception:
+        return None
+
+
 class IngressSettings(BaseModel):
     """What the ingress fixes at start: its part of :class:`ServeArgs` (validated there, and
     documented there under the same names)."""
@@ -144,10 +129,14 @@ class IngressSettings(BaseModel):
     """Registry root: the last-resort list is seeded from the fallback model there."""
     signing: SigningConfig
     """How the registry's signatures are verified."""
+    router_deadline_s: float
+    """Deadline of the call to the router; past it the fallback model answers."""
     rate_limit_per_min: int
-    """Token-bucket limit per key."""
-    rate_limit_key: Literal["user", "api_key", "client"]
-    """What a bucket is keyed by."""
+    """Requests per minute per user, cluster-wide."""
+    client_quota_per_min: int
+    """Requests per minute per client, cluster-wide."""
+    client_auth: ClientAuth
+    """Client authentication of ``/recommend``."""
     api_keys: list[ApiKey]
     """Admin API keys (hashed), merged with the ones from the environment."""
     kafka_bootstrap_servers: str
@@ -178,8 +167,9 @@ class IngressConfig(BaseModel):
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
-class Ingress:
-    """Validates, rate-limits and logs requests; the router does assignment and ranking."""
+class Ingress(AdminRoutes):
+    """Validates, authenticates, rate-limits and logs requests; the router does assignment and
+    ranking."""
 
     def __init__(
         self, router: DeploymentHandle, fallback: DeploymentHandle, settings: IngressSettings
@@ -187,11 +177,16 @@ class Ingress:
         self.router = router
         self.fallback = fallback
         self.default_k = settings.default_k
-        self.limit_key = settings.rate_limit_key
+        self.router_deadline_s = settings.router_deadline_s
+        self.breaker = Breaker()
+        self.user_limit = settings.rate_limit_per_min
+        self.client_quota = settings.client_quota_per_min
         security.STATE.keys = KeyStore(settings.api_keys)
         if not len(security.STATE.keys):
             log.warning("no admin API keys configured: /admin routes will answer 401")
-        self.limiter = RateLimiter(settings.rate_limit_per_min)
+        self.auth = ClientAuthenticator(settings.client_auth)
+        self.quotas = Quotas(_app_name())
+        self.quotas.connect()
         self.last_resort = LastResort(settings.fallback_model, min_items=settings.default_k)
         self.last_resort.seed(settings.registry, settings.signing)
         self.batching: IngressConfig | None = None
@@ -224,7 +219,9 @@ class Ingress:
             tag_keys=("stage",),
         )
         self.m_limited = Counter(
-            "app_rate_limited", description="Requests refused with 429.", tag_keys=("key",)
+            "app_rate_limited",
+            description="Requests refused with 429 (a user's limit or a client's quota).",
+            tag_keys=("key",),
         )
         self.m_dropped = Counter(
             "app_reco_log_dropped", description="Reco events not sent to Kafka."
@@ -245,32 +242,41 @@ class Ingress:
         )
 
     async def _route_many(self, requests: list[tuple[str, int]]) -> list[Answer]:
-        answers: list[Answer] = await self.router.route_batch.remote(
-            [u for u, _ in requests], [k for _, k in requests]
-        )
+        resp = self.router.route_batch.remote([u for u, _ in requests], [k for _, k in requests])
+        try:
+            answers: list[Answer] = await asyncio.wait_for(
+                resp,  # type: ignore[arg-type]
+                timeout=self.router_deadline_s,
+            )
+        except TimeoutError:
+            resp.cancel()  # frees this batch's slot; its callers fall back
+            raise
         return answers
 
-    def _limit_key(self, request: Request, user_id: str) -> str:
-        if self.limit_key == "user":
-            return f"user:{user_id}"
-        if self.limit_key == "api_key":
-            auth = request.headers.get("authorization", "")
-            if auth:
-                return f"key:{token_hash(auth)}"
-        return f"addr:{request.client.host if request.client else 'unknown'}"
+    def _take(self, request: Request, user_id: str, who: Identity | None) -> Take:
+        """The request's buckets: its client's quota and its user's limit.
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
-        """Liveness plus what each variant serves and the reco-log counters."""
-        variants = await self.router.describe.remote()
-        first = variants[0] if variants else {}
-        return {
-            "status": "ok",
-            "model": first.get("model"),
-            "version": first.get("version"),
-            "variants": variants,
-            "reco_log": self.reco_log.stats(),
-        }
+        The user bucket of an authenticated call is its own (the token's subject, or the API
+        key's client plus the id), so an anonymous flood naming an id cannot lock the real
+        user out; anonymous calls share the id's bucket and their address's quota.
+        """
+        if who is None:
+            addr = request.client.host if request.client else "unknown"
+            return ((f"addr:{addr}", self.client_quota), (f"user:{user_id}", self.user_limit))
+        user = f"sub:{who.subject}" if who.subject else f"{who.client}:user:{user_id}"
+        return ((who.client, who.quota_per_min or self.client_quota), (user, self.user_limit))
+
+    @api.get("/healthz", responses=errors())
+    async def healthz(self) -> dict[str, str]:
+        """Liveness: the replica's event loop answers (no call leaves the replica)."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", responses=errors(503))
+    async def readyz(self) -> Response:
+        """Readiness: the ingress holds a list to answer with (no call leaves the replica)."""
+        if not self.last_resort.items(1):
+            return _unavailable()
+        return JSONResponse({"status": "ready"})
 
     @api.get(
         "/recommend/{user_id}",
@@ -281,21 +287,23 @@ class Ingress:
                 "model, model_version, request_id, fallback, latency_ms.",
                 "content": {"text/plain": {}, "application/json": {}},
             },
-            429: {"description": "Rate limit exceeded; see the `Retry-After` header."},
-            503: {
-                "description": "No list could be produced yet (the service is starting and "
-                "no model answered); retry after the `Retry-After` header's seconds."
-            },
+            **errors(401, 429, 503),
         },
     )
     async def recommend(
         self,
         request: Request,
         user_id: Annotated[
-            str, Path(pattern=USER_ID_PATTERN, description="User id (1-64 of A-Z a-z 0-9 _ . -)")
+            str,
+            Path(
+                pattern=USER_ID_PATTERN,
+                description="User id: 1-64 of A-Z a-z 0-9 _ . -, not starting with a dot",
+            ),
         ],
         k: Annotated[
-            int | None, Query(ge=1, le=100, description="List length (default 20)")
+            int | None,
+            BeforeValidator(_digits),
+            Query(ge=1, le=100, description="List length, 1-100 in digits (default 20)"),
         ] = None,
         format: Annotated[
             Literal["text", "json"], Query(description="`text` (default) or `json`")
@@ -303,9 +311,16 @@ class Ingress:
     ) -> Response:
         """Top-k movie ids for ``user_id``."""
         t0 = time.perf_counter()
-        wait = self.limiter.acquire(self._limit_key(request, user_id))
+        try:
+            who = await self.auth.identify(request.headers.get("authorization"))
+        except AuthError as exc:
+            return JSONResponse(
+                {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        take = self._take(request, user_id, who)
+        wait = await self.quotas.take(take)
         if wait > 0:
-            self.m_limited.inc(tags={"key": self.limit_key})
+            self.m_limited.inc(tags={"key": "anonymous" if who is None else "authenticated"})
             return JSONResponse(
                 {"detail": f"rate limit exceeded; retry in {wait:.1f}s"},
                 status_code=429,
@@ -325,12 +340,22 @@ class Ingress:
     async def _answer(
         self, user_id: str, k: int, request_id: str, *, json_body: bool, t0: float
     ) -> Response:
-        try:
-            ans: Answer = await self.batcher.submit((user_id, k))
-        except Exception:
-            log.exception("router failed for %s; ingress fallback", user_id)
-            self.m_errors.inc(tags={"stage": "router"})
+        if not self.breaker.allow():
+            # The router failed repeatedly just now: answer at once instead of waiting out
+            # its deadline again.
+            self.m_errors.inc(tags={"stage": "router_open"})
             ans = await self._fallback(user_id, k)
+        else:
+            try:
+                ans = await asyncio.wait_for(
+                    self.batcher.submit((user_id, k)), timeout=self.router_deadline_s
+                )
+                self.breaker.record(ok=True)
+            except Exception as exc:
+                self.breaker.record(ok=False)
+                log.warning("router failed for %s (%r); ingress fallback", user_id, exc)
+                self.m_errors.inc(tags={"stage": "router"})
+                ans = await self._fallback(user_id, k)
         self.last_resort.offer(ans)
         if not ans.items:
             # Router and fallback both came back empty (cold or dead replicas): never an empty
@@ -374,86 +399,11 @@ class Ingress:
             "fallback_reason": "router_error",
         }
         try:
-            fb: Answer = await self.fallback.recommend.remote(user_id, k)
+            fb: Answer = await asyncio.wait_for(
+                self.fallback.recommend.remote(user_id, k),  # type: ignore[arg-type]
+                timeout=self.router_deadline_s,
+            )
             return fb.model_copy(update=update)
         except Exception:
             self.m_errors.inc(tags={"stage": "fallback"})
             return self.last_resort.answer(Answer.model_validate(update), k)
-
-    @api.get("/trace/{request_id}")
-    async def trace(
-        self,
-        who: Reader,
-        request_id: Annotated[str, Path(pattern=REQUEST_ID_PATTERN)],
-    ) -> dict[str, Any]:
-        """Why a user got a list: the recorded answer of a recent request (reader role)."""
-        rec = self.traces.get(request_id)
-        if rec is None:
-            raise HTTPException(404, f"request {request_id} is not among the recent answers")
-        return rec
-
-    # ---- admin ------------------------------------------------------------------------------
-    @api.get("/admin/variants")
-    async def list_variants(self, who: Reader) -> dict[str, Any]:
-        """Slots with weight, traffic share, model and version; plus salt and deadline."""
-        return {
-            "variants": await self.router.describe.remote(),
-            "config": await self.router.config.remote(),
-        }
-
-    @api.put("/admin/weights")
-    async def put_weights(self, who: Admin, body: Annotated[WeightsBody, Body()]) -> dict[str, Any]:
-        """Change A/B weights at once (sticky: users move only across shifted boundaries)."""
-        try:
-            new = await self.router.set_weights.remote(body.weights)
-        except Exception as exc:
-            raise HTTPException(400, _reason(exc)) from None
-        audit.warning("admin %s (%s): set weights %s", who.name, who.role, new)
-        return {"weights": new, "by": who.name}
-
-    @api.post(
-        "/admin/variants/{name}/model",
-        responses={409: {"description": "Version refused (verification or load failed)."}},
-    )
-    async def switch_model(
-        self,
-        who: Admin,
-        name: Annotated[str, Path(pattern=VARIANT_PATTERN)],
-        body: Annotated[SwitchBody, Body()],
-    ) -> dict[str, Any]:
-        """Switch a slot to a verified registry version; on failure the old one keeps serving."""
-        current = {v["name"]: v for v in await self.router.describe.remote()}
-        if name not in current:
-            raise HTTPException(404, f"unknown variant {name!r}; known: {sorted(current)}")
-        model = body.model or current[name]["model"]
-        try:
-            info = await self.router.switch.remote(name, model, body.version)
-        except Exception as exc:
-            reason = _reason(exc)
-            audit.warning(
-                "admin %s: switch %s to %s %s REFUSED: %s",
-                who.name,
-                name,
-                model,
-                body.version,
-                reason,
-            )
-            raise HTTPException(409, {"reason": reason, "still_serving": current[name]}) from None
-        audit.warning(
-            "admin %s (%s): switched variant %s from %s %s to %s %s",
-            who.name,
-            who.role,
-            name,
-            current[name]["model"],
-            current[name]["version"],
-            info["model"],
-            info["version"],
-        )
-        return {"variant": name, "model": info["model"], "version": info["version"], "by": who.name}
-
-    @api.post("/admin/reload")
-    async def reload(self, who: Admin) -> dict[str, Any]:
-        """Move every slot to its model's latest verified version (failures keep the old)."""
-        result = await self.router.reload.remote()
-        audit.warning("admin %s (%s): reload %s", who.name, who.role, result)
-        return {"variants": result, "by": who.name}

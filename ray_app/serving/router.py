@@ -7,6 +7,7 @@ import bisect
 import collections
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,8 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
 from ray_app.serving.answer import Answer
-from ray_app.serving.config import INTERNAL_DEPLOYMENT, updated_config
+from ray_app.serving.config import INTERNAL_DEPLOYMENT, Weight, updated_config
+from ray_app.serving.security import public_reason
 
 log = logging.getLogger("ray.serve")
 
@@ -43,13 +45,18 @@ def assign(user_id: str, salt: str, weights: Mapping[str, float]) -> str:
 
 
 def validate_weights(weights: Mapping[str, float], known: list[str]) -> dict[str, float]:
-    """Weights for exactly the known slots, each ≥ 0, some > 0; ValueError saying what is wrong."""
+    """Weights for exactly the known slots, each a finite number ≥ 0, some > 0; ValueError
+    saying what is wrong (a NaN would send every user to the last slot, an infinity or an
+    overflowing sum would make every share NaN)."""
     unknown = sorted(set(weights) - set(known))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {known}")
+    bad = [n for n, w in weights.items() if isinstance(w, bool) or not isinstance(w, int | float)]
+    if bad:
+        raise ValueError(f"weights must be numbers; not for {sorted(bad)}")
     out = {n: float(weights.get(n, 0.0)) for n in known}
-    if any(w < 0 for w in out.values()):
-        raise ValueError("weights must be >= 0")
+    if not all(math.isfinite(w) and 0 <= w <= 1e6 for w in out.values()):
+        raise ValueError("weights must be finite numbers from 0 to 1e6")
     if sum(out.values()) <= 0:
         raise ValueError("at least one weight must be > 0")
     return out
@@ -63,8 +70,9 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    weights: dict[str, float]
-    """Relative traffic share per slot; slots not named get 0, at least one must be > 0."""
+    weights: dict[str, Weight]
+    """Relative traffic share per slot (finite, 0 to 10^6); slots not named get 0, at least one
+    must be > 0."""
     salt: str = "exp-1"
     """Salt of the sticky assignment hash; a new salt re-randomises users."""
     deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
@@ -235,7 +243,7 @@ class ABRouter:
             try:
                 info = await self.variants[name].info.remote()
             except Exception as exc:
-                info = {"model": None, "version": None, "error": repr(exc)}
+                info = {"model": None, "version": None, "error": public_reason(exc)}
             out.append(
                 {
                     "name": name,
@@ -283,6 +291,6 @@ class ABRouter:
                     new = await h.switch.remote(info["model"], latest)
                     row.update(to=new["version"], changed=True)
                 except Exception as exc:
-                    row.update(to=info["version"], changed=False, error=str(exc))
+                    row.update(to=info["version"], changed=False, error=public_reason(exc))
             out.append(row)
         return out

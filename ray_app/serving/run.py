@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray import serve
 
 from ray_app.serving.app import build_app
-from ray_app.serving.config import ServeArgs
+from ray_app.serving.config import PROXY_HTTP_OPTIONS, ServeArgs
 
 
 def start_serving(args: ServeArgs, host: str, port: int) -> None:
@@ -14,5 +14,5 @@ def start_serving(args: ServeArgs, host: str, port: int) -> None:
     Ray must already be initialised (:func:`ray_app.runtime.init_ray`); ``serve.shutdown()``
     stops the app.
     """
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, **PROXY_HTTP_OPTIONS})
     serve.run(build_app(args), name="recommender", route_prefix="/", blocking=False)

@@ -1,15 +1,17 @@
-"""Admin credentials (hashed bearer tokens with roles) and per-key token-bucket rate limits."""
+"""Admin credentials (hashed bearer tokens with roles), the header-size cap, and error messages
+safe to show a client."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
-import threading
-import time
-from collections import OrderedDict
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ray_app.config import ConfigError
 from ray_app.serving.config import ApiKey
@@ -74,35 +76,55 @@ def allows(principal: Principal, role: str) -> bool:
     return ROLES.get(principal.role, -1) >= ROLES[role]
 
 
-class RateLimiter:
-    """Token buckets per key: ``per_min`` tokens a minute, burst of ``per_min``.
+def public_reason(exc: BaseException, limit: int = 200) -> str:
+    """What went wrong, for a client: the innermost error's type and first message line,
+    without Ray's remote traceback, node addresses or server paths (each absolute path or
+    URI is cut to its last component)."""
+    while getattr(exc, "cause", None) is not None:  # Ray's RayTaskError wraps the original
+        exc = exc.cause  # type: ignore[attr-defined]
+    msg = str(exc.args[0]) if exc.args else str(exc)
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    first = lines[0].strip() if lines else ""
+    first = _PATHS.sub(lambda m: m.group(1) + m.group(2), first)
+    return f"{type(exc).__name__}: {first}"[:limit]
 
-    Buckets live in a bounded LRU so a flood of distinct keys cannot exhaust memory; an
-    evicted key simply starts with a full bucket again.
+
+_PATHS = re.compile(r"((?:^|[\s'\"(=]))(?:[a-z][a-z0-9+.-]*://|/)(?:[^\s'\"()]*/)?([^\s'\"()/]*)")
+
+
+class HeaderLimit:
+    """ASGI middleware: requests whose headers total more than ``max_bytes`` get 431.
+
+    The proxy in front has already read them; this keeps them from reaching the handlers (and
+    the request log) and tells the client what to fix.
     """
 
-    def __init__(self, per_min: int, max_keys: int = 100_000) -> None:
-        self.capacity = float(per_min)
-        self.rate = per_min / 60.0
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, app: ASGIApp, max_bytes: int = 16 * 1024) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
 
-    def acquire(self, key: str, now: float | None = None) -> float:
-        """0.0 if a token was taken; otherwise seconds until one is available (Retry-After)."""
-        t = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (self.capacity, t))
-            tokens = min(self.capacity, tokens + (t - last) * self.rate)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / self.rate
-            self._buckets[key] = (tokens, t)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-            return wait
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 431 for oversized headers; pass everything else on."""
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+            if size > self.max_bytes:
+                body = json.dumps(
+                    {"detail": f"request headers exceed {self.max_bytes} bytes"}
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class ReplicaState:
