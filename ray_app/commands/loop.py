@@ -1,4 +1,5 @@
-"""Closed-loop commands: ``simulate``, ``online-eval``, ``experiment report``, ``drift``.
+"""Closed-loop commands: ``simulate``, ``online-eval``, ``experiment report``,
+``experiment feedback-loop``, ``drift``.
 
 Each command imports its heavy dependencies when it runs so that ``ray-app --help`` stays fast.
 """
@@ -184,6 +185,90 @@ def experiment_report_cmd(
     console.print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
 
 
+def feedback_loop_cmd(
+    out: Annotated[Path, typer.Option(help="Directory for report.json and report.md.")],
+    cycles: Annotated[int, typer.Option(help="Retraining cycles per arm.")] = 5,
+    mitigation: Annotated[
+        str, typer.Option(help="Also run every arm with this mitigation: none or novelty.")
+    ] = "none",
+    choice: Annotated[
+        list[str] | None,
+        typer.Option(help="User-choice model: preference or popularity (repeat; default both)."),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="MovieLens variant.")] = "ml-100k",
+    model: Annotated[str, typer.Option(help="Model retrained every cycle.")] = "itemknn",
+    k: Annotated[int, typer.Option(help="Items served per list.")] = 10,
+    hidden_share: Annotated[
+        float, typer.Option(help="Share of each user's ratings hidden as their taste.")
+    ] = 0.8,
+    novelty_weight: Annotated[float, typer.Option(help="Re-ranker novelty under mitigation.")] = (
+        0.3
+    ),
+    diversity: Annotated[float, typer.Option(help="Re-ranker MMR diversity in every arm.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Closed loops of simulated choice → snapshots → retrain → promote → serve; flags an echo
+    chamber when the exposure Gini's slope interval lies above zero."""
+    from ray_app.data.movielens import load
+    from ray_app.experiments.feedback_loop import FeedbackLoopConfig
+    from ray_app.experiments.feedback_loop_report import run_experiment
+    from ray_app.simulation.choice import CHOICE_KINDS
+
+    kinds = list(choice or CHOICE_KINDS)
+    unknown = [c for c in kinds if c not in CHOICE_KINDS]
+    if unknown:
+        raise UserError(f"--choice {unknown[0]!r} is unknown; use one of {', '.join(CHOICE_KINDS)}")
+    cfg = validate_config(
+        FeedbackLoopConfig,
+        {
+            "cycles": cycles,
+            "model": model,
+            "k": k,
+            "test_fraction": hidden_share,
+            "novelty_weight": novelty_weight,
+            "reranker": {"diversity": diversity},
+            "seed": seed,
+            "mitigation": mitigation,  # validated here, applied per arm
+        },
+    )
+    ml = load(dataset)
+    genres = dict(zip(ml.movies["item_id"].astype(str), ml.movies["genres"].map(list), strict=True))
+
+    def progress(label: str, cycle: int, figures: dict[str, float]) -> None:
+        console.print(
+            f"{label} cycle {cycle}: gini {figures['gini']:.4f}, coverage "
+            f"{figures['coverage']:.4f}, ndcg {figures['ndcg']:.4f}, conversion "
+            f"{figures['conversion']:.4f}"
+        )
+
+    report = run_experiment(
+        ml.ratings,
+        genres,
+        cfg.model_copy(update={"mitigation": "none"}),
+        kinds,  # type: ignore[arg-type]  # checked against CHOICE_KINDS above
+        cfg.mitigation,
+        out,
+        dataset=dataset,
+        on_cycle=progress,
+    )
+    table = Table("choice", "mitigation", "echo chamber", "gini slope [95% CI]")
+    for arm in report["arms"]:
+        t = arm["trends"]["gini"]
+        table.add_row(
+            arm["choice"],
+            arm["mitigation"],
+            "[red]yes[/red]" if arm["echo_chamber"] else "no",
+            f"{t['slope']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]",
+        )
+    console.print(table)
+    for c in report["comparisons"]:
+        met = [name for name, ok in c["goals"].items() if ok]
+        console.print(
+            f"{c['choice']}: {c['mitigation']} meets {len(met)}/4 goals ({', '.join(met) or '-'})"
+        )
+    console.print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+
+
 def drift_cmd(
     snapshot_dir: SnapshotDirOpt,
     recent_hours: Annotated[float, typer.Option(help="Length of the recent window.")] = 24.0,
@@ -249,4 +334,5 @@ def register(app: typer.Typer) -> None:
     app.command("drift")(drift_cmd)
     experiment = typer.Typer(help="A/B experiment analysis.", no_args_is_help=True)
     experiment.command("report")(experiment_report_cmd)
+    experiment.command("feedback-loop")(feedback_loop_cmd)
     app.add_typer(experiment, name="experiment")

@@ -1,4 +1,5 @@
-"""Diversity re-ranker: maximal marginal relevance (MMR) over item genres."""
+"""Multi-objective re-ranker: relevance, genre diversity (maximal marginal relevance) and
+popularity novelty (a long-tail term that counters the popularity feedback loop)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from ray_app.models.popularity import Popularity
 from ray_app.registry.signing import SigningConfig
 from ray_app.registry.store import Registry, read_item_metadata
 from ray_app.serving.config import INTERNAL_DEPLOYMENT, updated_config
@@ -74,11 +77,30 @@ class GenreIndex:
     def __len__(self) -> int:
         return len(self.row)
 
-    def mmr(self, items: Sequence[str], k: int, diversity: float) -> list[str]:
-        """:func:`mmr` over this index's genres."""
+    def mmr(
+        self,
+        items: Sequence[str],
+        k: int,
+        diversity: float,
+        novelty: np.ndarray | None = None,
+        novelty_weight: float = 0.0,
+    ) -> list[str]:
+        """:func:`mmr` over this index's genres; with ``novelty`` (one value in [0, 1] per
+        item of ``items``) the relevance part of each score becomes
+        ``(1 - novelty_weight) * rel(i) + novelty_weight * novelty[i]``."""
         n = len(items)
-        if diversity <= 0 or not self.row or n <= 1:
+        boost = novelty is not None and novelty_weight > 0
+        if n <= 1 or ((diversity <= 0 or not self.row) and not boost):
             return list(items[:k])
+        rel = 1.0 - np.arange(n) / n
+        if boost:
+            assert novelty is not None
+            rel = (1 - novelty_weight) * rel + novelty_weight * novelty
+        base = (1 - diversity) * rel
+        if diversity <= 0 or not self.row:
+            # No diversity term: the score is fixed, so one stable sort is the greedy pick.
+            order = np.argsort(-base, kind="stable")[:k]
+            return [items[i] for i in order]
         none = len(self.row)
         rows = np.fromiter((self.row.get(it, none) for it in items), dtype=np.int64, count=n)
         sub = self.matrix[rows]
@@ -86,18 +108,45 @@ class GenreIndex:
         size = self.size[rows]
         union = size[:, None] + size[None, :] - inter
         sim = np.divide(inter, union, out=np.zeros((n, n)), where=union > 0)
-        rel = 1.0 - np.arange(n) / n
         max_sim = np.zeros(n)
         alive = np.ones(n, dtype=bool)
         picked: list[str] = []
         for _ in range(min(k, n)):
-            score = (1 - diversity) * rel - diversity * max_sim
+            score = base - diversity * max_sim
             score[~alive] = -np.inf
             best = int(np.argmax(score))
             picked.append(items[best])
             alive[best] = False
             np.maximum(max_sim, sim[best], out=max_sim)
         return picked
+
+
+class PopularityNovelty:
+    """Self-information novelty of an item from its interaction count ``c``:
+    ``log(1 + max_count) - log(1 + c)`` scaled to [0, 1] (0 for the most popular item, 1 for an
+    item nobody interacted with). A log scale because item popularity is long-tailed: a linear
+    one would make every tail item look the same."""
+
+    def __init__(self, counts: Mapping[str, float]) -> None:
+        self.items = pd.Index([str(i) for i in counts])
+        values = np.log1p(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
+        top = float(values.max()) if len(values) else 0.0
+        self.novelty = 1.0 - values / top if top > 0 else np.ones(len(values))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def of(self, items: Sequence[str]) -> np.ndarray:
+        """Novelty of each of ``items`` (1 for an item without a count)."""
+        idx = self.items.get_indexer(pd.Index(list(items)))
+        return np.where(idx >= 0, self.novelty[np.maximum(idx, 0)], 1.0)
+
+    @classmethod
+    def from_model(cls, model: Popularity) -> PopularityNovelty:
+        """From a fitted popularity model's per-item counts."""
+        inter = model.interactions
+        scores = model.score_users(np.zeros(1, dtype=np.int64))[0]
+        return cls(dict(zip(inter.item_ids.astype(str), scores, strict=True)))
 
 
 class ReRankerConfig(BaseModel):
@@ -107,21 +156,69 @@ class ReRankerConfig(BaseModel):
 
     diversity: float = Field(default=0.2, ge=0.0, le=1.0)
     """MMR weight: 0 keeps the relevance order, 1 picks for genre variety alone."""
+    novelty: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Long-tail weight: an item's relevance becomes ``(1 - novelty) * rel + novelty * nov``
+    with ``nov = 1 - log(1 + count) / log(1 + max count)``, so less-exposed items move up (the
+    feedback-loop mitigation; 0: off, 1: by novelty alone). Counts come from the latest
+    ``popularity_model`` version in the registry."""
+    popularity_model: str = "popularity"
+    """Registry model whose item counts define popularity for ``novelty``."""
+
+
+def rerank(
+    index: GenreIndex,
+    novelty: PopularityNovelty | None,
+    settings: ReRankerConfig,
+    lists: Sequence[Sequence[str]],
+    ks: Sequence[int],
+) -> list[list[str]]:
+    """Top-``k`` of each list after the diversity and novelty terms of ``settings``: what the
+    serving re-ranker does, callable without Serve (the feedback-loop experiment uses it)."""
+    use = novelty if novelty is not None and settings.novelty > 0 else None
+    return [
+        index.mmr(
+            items,
+            k,
+            settings.diversity,
+            use.of(items) if use is not None else None,
+            settings.novelty,
+        )
+        for items, k in zip(lists, ks, strict=True)
+    ]
 
 
 @serve.deployment(**INTERNAL_DEPLOYMENT)
 class ReRanker:
-    """MMR re-ranking with ``diversity`` from ``user_config``; genres from the registry.
+    """MMR re-ranking with ``diversity`` and a long-tail term with ``novelty`` from
+    ``user_config``; genres and popularity from the registry.
 
     Genres are read (signature-verified) from the registry's item-metadata file; without one
-    the re-ranker passes lists through unchanged.
+    the diversity term is off. Popularity is the latest version of the ``popularity_model``
+    (verified like any version) when ``novelty`` is on; without one the novelty term is off.
     """
 
     def __init__(self, registry: str, signing: SigningConfig) -> None:
         self.registry = Registry(registry, signing)
         self.settings: ReRankerConfig | None = None
         self.index = GenreIndex({})
+        self.novelty: PopularityNovelty | None = None
         self._reload_genres()
+
+    def _reload_popularity(self, settings: ReRankerConfig) -> None:
+        if settings.novelty <= 0:
+            self.novelty = None
+            return
+        try:
+            model, mv = self.registry.load(settings.popularity_model)
+        except Exception:
+            # No or a refused popularity version: serve without the term rather than fail.
+            log.exception("no popularity for the novelty term; keeping the last one")
+            return
+        if not isinstance(model, Popularity):
+            log.error("%s is not a popularity model; novelty term unchanged", mv.name)
+            return
+        self.novelty = PopularityNovelty.from_model(model)
+        log.info("re-ranker: popularity of %d items (%s)", len(self.novelty), mv.version)
 
     def _reload_genres(self) -> None:
         try:
@@ -132,16 +229,16 @@ class ReRanker:
         log.info("re-ranker: genres for %d items", len(self.index))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply a :class:`ReRankerConfig`; also re-reads the item metadata."""
+        """Apply a :class:`ReRankerConfig`; also re-reads the item metadata and, with
+        ``novelty`` on, the popularity."""
         first = self.settings is None
         self.settings = updated_config(self.settings, ReRankerConfig, user_config, "ReRanker")
         if not first:
             self._reload_genres()
+        self._reload_popularity(self.settings)
 
     # async although it never awaits: Serve runs a sync method on a worker thread, and that
     # hand-off cost more than MMR itself when profiled under load (BENCHMARKS.md).
     async def rerank_batch(self, lists: list[list[str]], ks: list[int]) -> list[list[str]]:
-        """Top-k of each list after MMR, in one actor call."""
-        d = self.settings.diversity if self.settings else ReRankerConfig().diversity
-        index = self.index
-        return [index.mmr(items, k, d) for items, k in zip(lists, ks, strict=True)]
+        """Top-k of each list after MMR and the novelty term, in one actor call."""
+        return rerank(self.index, self.novelty, self.settings or ReRankerConfig(), lists, ks)
