@@ -93,12 +93,13 @@ def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
     # What `deployments: [{name: Ingress, num_replicas: 2}]` in serve_config.yaml does.
     two = Application(app._bound_deployment.options(num_replicas=2))
     port = free_port()
+    serve.shutdown()  # http_options apply only when Serve starts; an earlier module's may linger
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(two, name="quotas", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.delete("quotas")
+        serve.shutdown()
 
 
 def _statuses(base: str, n: int, path: str) -> Counter[int]:
