@@ -24,6 +24,7 @@ from ray_app.commands import (
     serve,
     shilling,
     snapshots,
+    state,
     train,
 )
 from ray_app.commands.common import error_message, print_error
@@ -82,6 +83,7 @@ def build_app() -> typer.Typer:
         data,
         replay,
         ingest,
+        state,
         snapshots,
         schemas,
         shilling,

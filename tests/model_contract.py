@@ -26,6 +26,7 @@ from ray_app.models.base import (
     ColdStart,
     EpochTrainable,
     FallbackRanker,
+    HistoryScorer,
     Interactions,
     Recommender,
 )
@@ -380,9 +381,75 @@ class FallbackRankerContract:
         assert loaded.top_items(4, exclude={"i4"}) == ["i5", "i3", "i2", "i1"]
 
 
+class HistoryScorerContract:
+    """What :class:`~ray_app.models.base.HistoryScorer` promises: a history given at request time
+    is folded in exactly (the answer equals a trained user's with that history), its items and
+    ``exclude``'s never come back, and an unknown user with history gets a personal list."""
+
+    def model_factory(self) -> Recommender[Any]:
+        raise NotImplementedError
+
+    def history_model(self) -> Any:
+        inter, _ = checkerboard_interactions()
+        model = self.model_factory().fit(inter)
+        assert isinstance(model, HistoryScorer)
+        return model
+
+    def test_a_new_user_with_a_trained_users_history_gets_that_users_list(self) -> None:
+        model = self.history_model()
+        inter = model.interactions
+        for u in ("u3", "u8"):
+            row = inter.matrix[inter.user_ids.get_loc(u)]
+            history = inter.item_ids[row.indices].tolist()
+            # The whole ranking: a cut at k may split tied scores differently per path.
+            n = inter.n_items
+            want = model.recommend([u], k=n)
+            got = model.recommend_from_history(["never-seen"], [history], k=n)
+            assert got.known == [True]
+            assert got.items == want.items
+            assert got.scores[0] == pytest.approx(want.scores[0], rel=1e-5)
+
+    def test_an_empty_fresh_history_is_the_trained_answer(self) -> None:
+        model = self.history_model()
+        n = model.interactions.n_items
+        want = model.recommend(["u1", "u2"], k=n)
+        got = model.recommend_from_history(["u1", "u2"], [[], []], k=n)
+        assert got.items == want.items and got.known == [True, True]
+
+    def test_fresh_items_and_exclude_never_come_back(self) -> None:
+        model = self.history_model()
+        before = model.recommend(["u4"], k=3).items[0]
+        assert before[0] == "i4"  # the checkerboard's held-out item
+        got = model.recommend_from_history(["u4"], [[before[0]]], k=10, exclude=[{before[1]}])
+        assert before[0] not in got.items[0] and before[1] not in got.items[0]
+        assert len(got.items[0]) == 10
+
+    def test_fresh_history_moves_the_ranking_towards_it(self) -> None:
+        """Odd items co-occur with odd items only: an even user who just watched two odd items
+        now gets odd items among their top answers."""
+        model = self.history_model()
+        got = model.recommend_from_history(["u0"], [["i1", "i3"]], k=5).items[0]
+        assert any(int(i[1:]) % 2 == 1 for i in got)
+        assert {"i1", "i3"}.isdisjoint(got)
+
+    def test_unknown_items_are_ignored_and_no_known_item_is_unknown(self) -> None:
+        model = self.history_model()
+        got = model.recommend_from_history(
+            ["new-a", "new-b", "new-c"], [["not-an-item", "i2"], ["not-an-item"], []], k=3
+        )
+        assert got.known == [True, False, False]
+        assert got.items[1:] == [[], []]
+        assert "i2" not in got.items[0] and len(got.items[0]) == 3
+
+    def test_history_k_is_validated(self) -> None:
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            self.history_model().recommend_from_history(["u1"], [["i1"]], k=0)
+
+
 CAPABILITY_CONTRACTS: tuple[tuple[type, type], ...] = (
     (ColdStart, ColdStartContract),
     (EpochTrainable, EpochTrainableContract),
     (FallbackRanker, FallbackRankerContract),
+    (HistoryScorer, HistoryScorerContract),
 )
 """Each capability and the contract mixin that every model declaring it must mix in."""

@@ -114,6 +114,7 @@ def test_demo_once_closes_the_loop(tmp_path: Path) -> None:
     assert summary["ingest"]["json"]["snapshot_rows"] > 0  # the service's reco events
     assert checks["events_ingested"] >= 320_000
     assert checks["reco_events_joined"] > 0
+    assert summary["freshness_s"] is not None  # a watch on Kafka changed the next answer
     variants = {r["variant"] for r in summary["conversion"]}
     assert {"A", "B"} <= variants
     promoted = checks["promoted_version"]

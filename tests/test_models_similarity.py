@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 import ray_app.models.knn as knn
 from ray_app.models.knn import knn_similarity
-from ray_app.models.topk import top_k_exact
+from ray_app.models.topk import top_k_exact, top_k_indices
 
 
 def reference(x: np.ndarray, k: int, shrinkage: float = 0.0, floor: float = 0.0) -> np.ndarray:
@@ -144,3 +144,13 @@ def test_many_rows_knn_matches_reference() -> None:
     x = (rng.random((600, 40)) < rng.uniform(0.02, 0.3, size=40)).astype(np.float32)
     got = knn_similarity(sp.csr_matrix(x), k=2, block_size=64, num_threads=2)
     np.testing.assert_allclose(got.toarray(), reference(x, 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_indices_breaks_ties_at_the_cut_by_lower_index(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(50, 40)).astype(np.float32)  # many ties at every cut
+    for k in (1, 5, 17, 39):
+        got = top_k_indices(scores, k)
+        want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(got, want)

@@ -14,6 +14,8 @@ from ray_app.ingest.config import IngestConfig
 from ray_app.ingest.consumer import IngestStats
 from ray_app.ingest.scale import ConsumerGroup
 from ray_app.simulation.run import BackgroundSimulation, SimulationStats
+from ray_app.state.config import StateConfig, StateConsumerConfig
+from ray_app.state.group import StateConsumerGroup
 
 INGEST_CPUS = 0.25
 """Ray CPUs each consumer actor reserves: ingest mostly waits on Kafka and disk."""
@@ -33,13 +35,22 @@ class Background:
         self.replayed = 0
         """Line records the replay produced."""
         self.health_url: str | None = None
-        """The service's ``/healthz`` (its count of reco events sent), once it serves."""
+        """The service's ``/admin/status`` (its count of reco events sent), once it serves."""
+        self.admin_headers: dict[str, str] = {}
+        """The credential ``health_url`` needs."""
+        self.state: StateConsumerGroup | None = None
+        """The state consumer keeping users' fresh history for serving."""
 
     # ---- ingest ---------------------------------------------------------------------------
     def start_ingest(self, settings: KafkaSettings, line: IngestConfig, json: IngestConfig) -> None:
         """One consumer actor per dialect, consuming until :meth:`stop_ingest`."""
         for name, cfg in (("line", line), ("json", json)):
             self.groups[name] = ConsumerGroup(settings, cfg, n=1, num_cpus=INGEST_CPUS).start()
+
+    def start_state(self, settings: KafkaSettings, topic: str, state: StateConfig) -> None:
+        """One state consumer actor on the line-dialect topic, until :meth:`stop`."""
+        cfg = StateConsumerConfig(topics=[topic], state=state)
+        self.state = StateConsumerGroup(settings, cfg, n=1, num_cpus=INGEST_CPUS).start()
 
     def ingest_stats(self) -> dict[str, IngestStats]:
         """Each running group's figures so far."""
@@ -76,7 +87,7 @@ class Background:
             line += self.users.stats.watch_events + self.users.stats.rates
         json = 0
         if self.health_url is not None:
-            health = httpx.get(self.health_url, timeout=10).json()
+            health = httpx.get(self.health_url, timeout=10, headers=self.admin_headers).json()
             json = int(health.get("reco_log", {}).get("sent", 0))
         return {"line": line, "json": json}
 
@@ -117,3 +128,6 @@ class Background:
         """Stop whatever still runs (the exit path; the figures are not kept)."""
         self.stop_users()
         self.stop_ingest()
+        state, self.state = self.state, None
+        if state is not None:
+            state.stop()

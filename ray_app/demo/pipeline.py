@@ -34,6 +34,7 @@ from ray_app.demo.shipped import (
     train_config,
 )
 from ray_app.demo.stages import (
+    DEMO_STATE,
     DemoData,
     NotingControl,
     create_topics,
@@ -41,6 +42,7 @@ from ray_app.demo.stages import (
     evaluate,
     experiment_report,
     load_data,
+    measure_freshness,
     metrics_url,
     replay_history,
     start_service,
@@ -189,6 +191,7 @@ class DemoRun:
             create_topics(self.settings, line, json)
             self.stack.callback(self.background.stop)
             self.background.start_ingest(self.settings, line, json)
+            self.background.start_state(self.settings, self.line_topic, DEMO_STATE)
             self.board.watch("ingest", self.background.ingest_figures)
             note(
                 f"consumer actors on Ray into {self.snapshots}: {line.group_id} ← "
@@ -244,14 +247,15 @@ class DemoRun:
                 self.registry,
                 self.settings.bootstrap_servers,
                 token_hash(self.token),
-            )
+            ).model_copy(update={"state": DEMO_STATE})  # fresh history from the consumer
             self.weights = {v.name: v.weight for v in args.variants if v.weight > 0}
             note(f"deploying serve_config.yaml's graph on {self.base}")
-            health = start_service(args, self.opts.port, self.opts.timeout_s)
+            health = start_service(args, self.opts.port, self.opts.timeout_s, self.token)
             if not self.local_ray:
                 self.stack.callback(delete_service)
             self.control = HttpServiceControl(self.base, self.token)
-            self.background.health_url = f"{self.base}/healthz"
+            self.background.health_url = f"{self.base}/admin/status"
+            self.background.admin_headers = {"Authorization": f"Bearer {self.token}"}
             slots = ", ".join(
                 f"{v['name']}={v['model']}:{v['version']} ({float(v['weight']):g})"
                 for v in health["variants"]
@@ -293,6 +297,9 @@ class DemoRun:
                     )
                 note(f"{users.stats.requests:,}/{target:,} requests")
                 time.sleep(0.5)
+            if self.summary.freshness_s is None:
+                fresh = measure_freshness(self.base, self.settings, self.line_topic)
+                self.summary.freshness_s = fresh
             note(f"{users.stats.summary()}; still calling {self.base}")
 
     def evaluate(self) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 from kafka import KafkaConsumer, TopicPartition
 
-from ray_app.broker.embedded import ensure_topics
+from ray_app.broker.embedded import create_topics as broker_topics
 from ray_app.broker.settings import KafkaSettings
 from ray_app.data.movielens import MovieLens, load
 from ray_app.errors import UserError
@@ -31,8 +31,13 @@ from ray_app.retraining.control import ServiceControl
 from ray_app.serving.config import ServeArgs
 from ray_app.simulation.run import BackgroundSimulation, SimulationConfig
 from ray_app.simulation.users import Population, UserBehaviourConfig, build_population
+from ray_app.state.config import StateConfig
 
 DATASET = "ml-100k"
+DEMO_STATE = StateConfig(actor_name="ray_app_demo_state", detached=False)
+"""The demo's state store: an embedded actor that ends with the demo's Ray."""
+FRESHNESS_PROBE_USER = "1"
+"""A MovieLens user the trained models know, whose list the freshness probe changes."""
 LINE_PARTITIONS = 2
 """Partitions of the line-dialect topic (as ``ray-app replay`` creates it)."""
 
@@ -57,14 +62,10 @@ def load_data(users: int | None, behaviour: UserBehaviourConfig) -> DemoData:
     return DemoData(ml, build_population(ratings, behaviour, n_users=None))
 
 
-def _admin_kwargs(settings: KafkaSettings) -> dict[str, Any]:
-    return {k: v for k, v in settings.client_kwargs().items() if k != "bootstrap_servers"}
-
-
 def create_topics(settings: KafkaSettings, line: IngestConfig, json: IngestConfig) -> None:
     """Create the demo's topics that do not exist yet (consumers then join at once)."""
     topics = {t: LINE_PARTITIONS for t in line.topics} | {t: 1 for t in json.topics}
-    ensure_topics(settings.bootstrap_servers, topics, **_admin_kwargs(settings))
+    broker_topics(settings, topics)
 
 
 def topic_has_events(settings: KafkaSettings, topic: str) -> bool:
@@ -96,16 +97,21 @@ def replay_history(
         done += n
         progress(done, total)
 
-    return produce(events, settings.client_kwargs(), config, progress=advance)
+    return produce(events, settings.producer_kwargs(), config, progress=advance)
 
 
-def wait_http(url: str, timeout_s: float, ready: Callable[[httpx.Response], bool]) -> Any:
+def wait_http(
+    url: str,
+    timeout_s: float,
+    ready: Callable[[httpx.Response], bool],
+    headers: dict[str, str] | None = None,
+) -> Any:
     """GET ``url`` until an answer is 200 and ``ready``; its JSON body. UserError on timeout."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(url, timeout=10)
+            r = httpx.get(url, timeout=10, headers=headers)
             if r.status_code == 200 and ready(r):
                 return r.json()
             last = f"HTTP {r.status_code}: {r.text[:200]}"
@@ -120,9 +126,9 @@ def _all_slots_loaded(r: httpx.Response) -> bool:
     return bool(variants) and all(v.get("version") for v in variants)
 
 
-def start_service(args: ServeArgs, port: int, timeout_s: float) -> dict[str, Any]:
-    """Deploy the Serve app on the running Ray at ``127.0.0.1:port``; its ``/healthz`` once
-    every slot has loaded a version."""
+def start_service(args: ServeArgs, port: int, timeout_s: float, token: str) -> dict[str, Any]:
+    """Deploy the Serve app on the running Ray at ``127.0.0.1:port``; its ``/admin/status``
+    (read with the admin ``token``) once every slot has loaded a version."""
     # Imported here: Serve reads its mode variables when ray.serve is first imported, and
     # init_ray sets them.
     from ray_app.serving.run import start_serving
@@ -132,7 +138,10 @@ def start_service(args: ServeArgs, port: int, timeout_s: float) -> dict[str, Any
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     start_serving(args, "127.0.0.1", port)
     health: dict[str, Any] = wait_http(
-        f"http://127.0.0.1:{port}/healthz", timeout_s, _all_slots_loaded
+        f"http://127.0.0.1:{port}/admin/status",
+        timeout_s,
+        _all_slots_loaded,
+        {"Authorization": f"Bearer {token}"},
     )
     return health
 
@@ -243,3 +252,32 @@ class NotingControl:
         """Replace the A/B weights."""
         self.canary_start = None
         return self.inner.set_weights(weights)
+
+
+def measure_freshness(
+    base: str, settings: KafkaSettings, topic: str, timeout_s: float = 60.0
+) -> float | None:
+    """Seconds from producing a watch of the probe user's top movie (line dialect, to
+    ``topic``) to the first answer without it; None if it did not leave within ``timeout_s``."""
+    from kafka import KafkaProducer
+
+    from ray_app.events.line_dialect import format_line
+    from ray_app.events.model import WatchEvent
+
+    user = FRESHNESS_PROBE_USER
+    top = httpx.get(f"{base}/recommend/{user}", timeout=10).text.split(",")[0]
+    producer = KafkaProducer(**settings.client_kwargs())
+    try:
+        started = time.monotonic()
+        event = WatchEvent(pd.Timestamp.now(tz="UTC").to_pydatetime(), user, top, 0)
+        producer.send(topic, format_line(event).encode())
+        producer.flush()
+        # 5 polls a second for 5 s, then 1: inside the per-user rate limit (100 a minute).
+        while (waited := time.monotonic() - started) < timeout_s:
+            r = httpx.get(f"{base}/recommend/{user}", timeout=10)
+            if r.status_code == 200 and top not in r.text.split(","):
+                return time.monotonic() - started
+            time.sleep(0.2 if waited < 5 else 1.0)
+        return None
+    finally:
+        producer.close()

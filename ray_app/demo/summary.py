@@ -63,6 +63,8 @@ class DemoSummary:
     online_metrics: str = ""
     """The online-evaluation gauges in Prometheus textfile format."""
     serve_url: str = ""
+    freshness_s: float | None = None
+    """Produce-to-answer seconds of the freshness probe (None: not measured or not reflected)."""
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     """Stages that failed, with their error."""
@@ -159,6 +161,8 @@ def print_summary(s: DemoSummary, console: Console) -> None:
         console.print(f"experiment: {s.report_decision}")
     console.print(f"report:     {s.checks.report_html or '(not written)'}")
     console.print(f"service:    {s.serve_url or '(stopped)'}")
+    fresh = f"{s.freshness_s:.2f}s" if s.freshness_s is not None else "(not measured)"
+    console.print(f"freshness:  {fresh} from a watch event on Kafka to the user's next answer")
     console.print(f"dashboard:  {s.dashboard_url or '(not running)'}")
     console.print(f"metrics:    {s.metrics_url or '(not exported)'} (ray_app_* serving series)")
     if s.online_metrics:

@@ -325,3 +325,89 @@ class FallbackRanker(ABC):
     @abstractmethod
     def top_items(self, k: int, exclude: Collection[str] | None = None) -> list[str]:
         """The ``k`` best item ids not in ``exclude``, best first."""
+
+
+class HistoryScorer(ABC):
+    """Capability: scores users from a history given at request time, folded into what the model
+    was trained on. For item-item models (a user's scores are a function of their history row
+    alone) this is exact: the answer is what a model trained with that history would give."""
+
+    @abstractmethod
+    def recommend_from_history(
+        self,
+        user_ids: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> Recommendations:
+        """Top-``k`` per user from their trained interactions (none for an id the model never
+        saw) plus ``histories[i]``'s items, none of which, nor of ``exclude[i]``, is returned.
+        Items the model does not know are ignored; a user with no known item at all comes back
+        ``known=False``."""
+
+
+def fold_in_rows(
+    inter: Interactions,
+    x: sp.csr_matrix,
+    user_ids: Sequence[str],
+    histories: Sequence[Sequence[str]],
+) -> sp.csr_matrix:
+    """Users x items rows: each user's trained row of ``x`` (the model's feedback matrix; empty
+    for an unknown id) with weight 1 added at each history item the row does not have yet."""
+    n = len(user_ids)
+    uidx = inter.user_ids.get_indexer(pd.Index([str(u) for u in user_ids]))
+    known = uidx >= 0
+    pick = sp.csr_matrix(
+        (np.ones(known.sum(), np.float32), (np.flatnonzero(known), uidx[known])),
+        shape=(n, inter.n_users),
+    )
+    trained = sp.csr_matrix(pick @ x, dtype=np.float32)
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=n)
+    flat = [str(i) for h in histories for i in h]
+    cols = inter.item_ids.get_indexer(pd.Index(flat)) if flat else np.empty(0, np.int64)
+    rows = np.repeat(np.arange(n), lengths)
+    ok = cols >= 0
+    fresh = sp.csr_matrix(
+        (np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])), shape=(n, inter.n_items)
+    )
+    fresh.sum_duplicates()
+    fresh.data[:] = 1.0
+    already = trained.copy()
+    already.data[:] = 1.0
+    # Items the trained row has keep their trained weight; only new ones are added.
+    return sp.csr_matrix(trained + (fresh - fresh.multiply(already)), dtype=np.float32)
+
+
+def rank_rows(
+    inter: Interactions,
+    rows: sp.csr_matrix,
+    scores: np.ndarray,
+    user_ids: Sequence[str],
+    k: int,
+    exclude: Sequence[Collection[str]] | None,
+) -> Recommendations:
+    """Top-``k`` of dense ``scores`` per row, never an item stored in ``rows`` or listed in
+    ``exclude``; a row with no stored item comes back ``known=False``."""
+    if k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    scores[r, rows.indices] = -np.inf
+    if exclude is not None:
+        flat = [str(i) for e in exclude for i in e]
+        cols = inter.item_ids.get_indexer(pd.Index(flat)) if flat else np.empty(0, np.int64)
+        er = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
+        scores[er[cols >= 0], cols[cols >= 0]] = -np.inf
+    known = np.diff(rows.indptr) > 0
+    kk = min(k, inter.n_items)
+    # ties by lower index, like the trained path, so a fold-in answer equals it exactly
+    top = top_k_indices(scores, kk)
+    vals = np.take_along_axis(scores, top, axis=1)
+    names = inter.item_ids.to_numpy()
+    items: list[list[str]] = []
+    out_scores: list[list[float]] = []
+    for i in range(len(user_ids)):
+        valid = np.isfinite(vals[i]) & known[i]
+        items.append(names[top[i][valid]].tolist())
+        out_scores.append(vals[i][valid].tolist())
+    return Recommendations([str(u) for u in user_ids], items, out_scores, known.tolist())

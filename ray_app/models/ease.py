@@ -11,6 +11,7 @@ thousands of items (:attr:`EASEConfig.max_items` guards this).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -19,7 +20,17 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from ray_app.config import ConfigError
-from ray_app.models.base import Feedback, Interactions, ModelConfig, Recommender, feedback_matrix
+from ray_app.models.base import (
+    Feedback,
+    HistoryScorer,
+    Interactions,
+    ModelConfig,
+    Recommendations,
+    Recommender,
+    feedback_matrix,
+    fold_in_rows,
+    rank_rows,
+)
 
 
 class EASEConfig(ModelConfig):
@@ -34,8 +45,9 @@ class EASEConfig(ModelConfig):
     """Refuse to fit above this many items: memory is ``8 · n_items²`` bytes while fitting."""
 
 
-class EASE(Recommender[EASEConfig]):
-    """Scores are ``X[users] @ B``; any user with at least one interaction can be scored."""
+class EASE(Recommender[EASEConfig], HistoryScorer):
+    """Scores are ``X[users] @ B``; any user with at least one interaction can be scored, and
+    a fresh history is scored exactly the same way (one dense product per batch)."""
 
     name = "ease"
     config_class = EASEConfig
@@ -86,6 +98,19 @@ class EASE(Recommender[EASEConfig]):
         """``X[user_idx] @ B`` as a dense array."""
         x, b = self._parts()
         return np.asarray(x[np.asarray(user_idx, dtype=np.int64)] @ b)
+
+    def recommend_from_history(
+        self,
+        user_ids: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> Recommendations:
+        """See :class:`HistoryScorer`: ``rows @ B`` for the folded-in rows."""
+        x, b = self._parts()
+        inter = self._require_fitted()
+        rows = fold_in_rows(inter, x, user_ids, histories)
+        return rank_rows(inter, rows, np.asarray(rows @ b), user_ids, k, exclude)
 
     def _state(self) -> dict[str, Any]:
         _, b = self._parts()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self
 
@@ -10,7 +11,15 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from ray_app.models.base import Interactions, Recommender, feedback_matrix
+from ray_app.models.base import (
+    HistoryScorer,
+    Interactions,
+    Recommendations,
+    Recommender,
+    feedback_matrix,
+    fold_in_rows,
+    rank_rows,
+)
 from ray_app.models.knn import (
     KNNConfig,
     csr_from_state,
@@ -37,7 +46,7 @@ class ItemKNNConfig(KNNConfig):
     """Threads for fitting and batch ranking; 0 uses every core this process may run on."""
 
 
-class ItemKNN(Recommender[ItemKNNConfig]):
+class ItemKNN(Recommender[ItemKNNConfig], HistoryScorer):
     """Score of item ``i`` for user ``u`` = Σ over items ``j`` in u's history of ``sim(j, i)``,
     where only the ``k`` most similar items ``j`` of each target ``i`` are kept.
 
@@ -167,6 +176,20 @@ class ItemKNN(Recommender[ItemKNNConfig]):
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 list(pool.map(run, batches))
         return items, top_scores
+
+    def recommend_from_history(
+        self,
+        user_ids: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> Recommendations:
+        """See :class:`HistoryScorer`: one sparse product ``rows @ S`` for the folded-in rows
+        (serving batches are small, so the scores are made dense for the top-k)."""
+        x, s = self._parts()
+        inter = self._require_fitted()
+        rows = fold_in_rows(inter, x, user_ids, histories)
+        return rank_rows(inter, rows, (rows @ s).toarray(), user_ids, k, exclude)
 
     def _state(self) -> dict[str, Any]:
         _, s = self._parts()

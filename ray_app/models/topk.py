@@ -17,6 +17,12 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
         part = np.broadcast_to(np.arange(n), scores.shape).copy()
     else:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition picks any of the values tied with the k-th; rows where such a tie
+        # crosses the cut take the lower indices from a stable sort instead
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+        tied = np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > k)
+        if tied.size:
+            part[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
     vals = np.take_along_axis(scores, part, axis=1)
     # lexsort: primary key descending score, secondary ascending index, for determinism
     order = np.lexsort((part, -vals), axis=1)
