@@ -193,3 +193,22 @@ def test_copy_and_alias_attacks_on_object_storage(s3_uri: str, tmp_path: Path) -
         Registry(s3_uri, cache=tmp_path / "cache2").resolve("popularity", "production")
     with pytest.raises(DowngradeError):
         reg.load("popularity", v1, serving=v2)
+
+
+def test_a_following_model_server_refuses_to_move_back_unless_allowed(tmp_path: Path) -> None:
+    """Deleting the newest version makes ``latest`` older: the slot stays, unless allowed."""
+    reg = Registry(tmp_path / "reg")
+    v1 = reg.register(_model(1)).version
+    v2 = reg.register(_model(2)).version
+    server = serve_replica(ModelServer, registry=reg.uri, signing=reg.signing, model="popularity")
+    server.reconfigure({"follow": "latest"})
+    server.watcher.check_once()  # the starting point
+    assert server.info()["version"] == v2
+    shutil.rmtree(tmp_path / "reg" / "popularity" / v2)
+    assert server.watcher.check_once() is None and server.info()["version"] == v2
+    assert "DowngradeError" in " ".join(server.watcher.state()["refused"].values())
+    with pytest.raises(DowngradeError):
+        server._swap("popularity", None)  # what /admin/reload does
+    server.reconfigure({"follow": "latest", "allow_downgrade": True})
+    server._swap("popularity", None)
+    assert server.info()["version"] == v1

@@ -250,6 +250,7 @@ def test_build_app_puts_each_value_in_once() -> None:
         ],
         deadline_s=0.3,
         diversity=0.4,
+        novelty=0.25,
         fallback_model="cheap",
         max_batch_size=8,
     )
@@ -265,7 +266,8 @@ def test_build_app_puts_each_value_in_once() -> None:
     assert RouterConfig.model_validate(deps["ABRouter"].user_config) == RouterConfig(
         weights={"A": 0.9, "B": 0.1}, salt="exp-1", deadline_s=0.3
     )
-    assert ReRankerConfig.model_validate(deps["ReRanker"].user_config).diversity == 0.4
+    rerank = ReRankerConfig.model_validate(deps["ReRanker"].user_config)
+    assert (rerank.diversity, rerank.novelty, rerank.popularity_model) == (0.4, 0.25, "cheap")
     assert ModelServerConfig.model_validate(deps["variant-A"].user_config) == ModelServerConfig(
         version="v1", follow="production", watch_interval_s=30.0
     )

@@ -301,7 +301,14 @@ class Registry:
         if allow_downgrade or version == serving:
             return
         new = created_at(self.signed_manifest(name, version))
-        old = created_at(self.signed_manifest(name, serving))
+        try:
+            old = created_at(self.signed_manifest(name, serving))
+        except FileNotFoundError:
+            # the serving version was deleted: whatever "latest" is now may be older
+            raise DowngradeError(
+                f"{name} {serving} (serving) is no longer in the registry, so {version} may be "
+                "older than the serving version; pass allow_downgrade to move to it"
+            ) from None
         if new < old:
             raise DowngradeError(
                 f"{name} {version} (created {new.isoformat()}) is older than the serving "

@@ -29,21 +29,23 @@ def build_app(args: dict[str, Any] | ServeArgs | None = None) -> Application:
     """Wire the deployments with ``.bind()`` from validated :class:`ServeArgs`."""
     a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args or {})
     where = {"registry": a.registry, "signing": a.signing}
+    fresh = {"state": a.state}
     variants = {
         v.name: _MODEL.options(
             name=f"variant-{v.name}",
             user_config=ModelServerConfig(
                 version=v.version, follow=v.follow, watch_interval_s=a.watch_interval_s
             ).model_dump(),
-        ).bind(model=v.model, **where)
+        ).bind(model=v.model, **where, **fresh)
         for v in a.variants
     }
     fallback = _MODEL.options(name="fallback", user_config=ModelServerConfig().model_dump()).bind(
-        model=a.fallback_model, **where
+        model=a.fallback_model, **where, **fresh
     )
-    reranker = _RERANK.options(user_config=ReRankerConfig(diversity=a.diversity).model_dump()).bind(
-        **where
+    rerank_config = ReRankerConfig(
+        diversity=a.diversity, novelty=a.novelty, popularity_model=a.fallback_model
     )
+    reranker = _RERANK.options(user_config=rerank_config.model_dump()).bind(**where)
     router_config = RouterConfig(
         weights={v.name: v.weight for v in a.variants},
         salt=a.experiment_salt,

@@ -1,10 +1,11 @@
-"""A circuit breaker for the ingress's calls to the router.
+"""A circuit breaker for calls to a deployment that may have lost a replica: the ingress's
+calls to the router, and the router's to each variant.
 
-A dead router replica holds each call until the ingress's deadline, and Serve takes seconds to
-notice it is gone; without a breaker every request in that window waits out the deadline.
-After ``failures`` consecutive failed calls the breaker opens: for ``open_s`` the ingress
-answers from the fallback model at once; then one call probes the router, and its outcome
-closes the breaker or opens it again.
+A dead replica holds each call until the caller's deadline (or fails it), and Serve takes
+seconds to notice it is gone; without a breaker every request in that window waits out the
+deadline. After ``failures`` consecutive failed calls the breaker opens: for ``open_s`` the
+caller answers from the fallback model at once; then one call probes the deployment, and its
+outcome closes the breaker or opens it again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 
 
 class Breaker:
-    """Consecutive-failure circuit breaker (one per ingress replica, used on its event loop)."""
+    """Consecutive-failure circuit breaker (one per caller replica and callee, used on the
+    caller's event loop)."""
 
     def __init__(self, failures: int = 3, open_s: float = 1.0) -> None:
         self.failures = failures

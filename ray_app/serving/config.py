@@ -7,17 +7,21 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ray_app.config import ConfigError, read_yaml_mapping, validate_config
 from ray_app.registry.signing import SigningConfig
+from ray_app.state.config import StateConfig
 
 log = logging.getLogger("ray.serve")
 M = TypeVar("M", bound=BaseModel)
 
 INTERNAL_DEPLOYMENT: dict[str, Any] = {
+    # One replica: an admin switch or weight change is a handle call, which reaches a single
+    # replica, so a second one would keep serving the old version (serve_config.yaml, README
+    # "Replicas and faults"). The re-ranker, configured only by user_config, runs two there.
     "num_replicas": 1,
     "max_ongoing_requests": 256,
     "ray_actor_options": {"num_cpus": 0.1},
@@ -26,6 +30,17 @@ INTERNAL_DEPLOYMENT: dict[str, Any] = {
     "logging_config": {"enable_access_log": False},
 }
 """``@serve.deployment`` options shared by the router, the model servers and the re-ranker."""
+
+PROXY_HTTP_OPTIONS: dict[str, Any] = {"keep_alive_timeout_s": 5, "request_timeout_s": 10}
+"""Serve proxy limits (``http_options``; ``serve_config.yaml`` sets the same): idle keep-alive
+connections close after 5 s (Serve's default is 90) and a request past 10 s is answered 408
+(the graph's own deadlines end far sooner). Header-read timeouts and a connection cap exist
+only in HAProxy mode (``RAY_SERVE_HAPROXY_*``, set by :func:`ray_app.runtime.init_ray`)."""
+Weight = Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False, strict=True)]
+"""An A/B traffic weight: a finite JSON/YAML number (not a string or a boolean), 0 to 10^6, so
+that sums stay finite."""
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
+"""Names of keys and clients: no path separators, no leading dot (so never ``.`` or ``..``)."""
 
 
 class VariantSpec(BaseModel):
@@ -43,8 +58,8 @@ class VariantSpec(BaseModel):
     """``latest`` or a registry alias (``production``, set when retraining promotes) that this
     slot switches to whenever it moves, polled every ``watch_interval_s``; None = only
     ``/admin`` switches and ``POST /admin/reload`` change the version."""
-    weight: float = Field(default=1.0, ge=0.0)
-    """Relative share of users assigned to this slot."""
+    weight: Weight = 1.0
+    """Relative share of users assigned to this slot (a finite number, 0 to 10^6)."""
 
 
 class ApiKey(BaseModel):
@@ -58,6 +73,67 @@ class ApiKey(BaseModel):
     """``admin`` may change things; ``reader`` may list variants and read traces."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     """SHA-256 hex of the bearer token."""
+
+
+class ClientKey(BaseModel):
+    """An API key for ``/recommend`` (a client such as a gateway), stored only as SHA-256."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """The client (its quota bucket and the per-user limits of its users are keyed by it)."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 hex of the bearer token (``printf %s "$KEY" | sha256sum``)."""
+    quota_per_min: int | None = Field(default=None, ge=1)
+    """Requests per minute for this key across all ingress replicas; None =
+    ``client_quota_per_min``."""
+
+
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+"""Signature algorithms a JWT may use: asymmetric only (never ``none`` or a shared secret)."""
+
+
+def _rs256() -> list[JwtAlgorithm]:
+    return ["RS256"]
+
+
+class JwtAuth(BaseModel):
+    """OAuth 2.0 bearer tokens (JWTs) accepted on ``/recommend``, checked against an issuer's
+    published key set."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    issuer: str = Field(min_length=1)
+    """Required ``iss`` claim (the authorization server's issuer identifier)."""
+    jwks: str = Field(min_length=1)
+    """The issuer's JSON Web Key Set: an ``https://`` (or ``http://``) URL, fetched and cached,
+    or a file path (relative paths resolve against ``RAY_APP_HOME``)."""
+    audience: str | None = None
+    """Required ``aud`` claim; None accepts tokens without checking their audience."""
+    algorithms: list[JwtAlgorithm] = Field(default_factory=_rs256, min_length=1)
+    """Signature algorithms accepted (asymmetric only: never ``none`` or a shared secret)."""
+    leeway_s: float = Field(default=30.0, ge=0.0, le=600.0)
+    """Clock skew allowed on ``exp`` and ``nbf``."""
+
+
+class ClientAuth(BaseModel):
+    """Client authentication of ``/recommend``: off by default (the course platforms call it
+    without credentials); credentials that are sent are always checked (a bad one is 401)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    required: bool = False
+    """Refuse requests without a valid API key or bearer token (401)."""
+    api_keys: list[ClientKey] = Field(default_factory=list)
+    """Client API keys, each with an optional quota of its own."""
+    jwt: JwtAuth | None = None
+    """Accept OAuth 2.0 bearer JWTs from this issuer; None = API keys only."""
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> ClientAuth:
+        if self.required and not self.api_keys and self.jwt is None:
+            raise ValueError("required: true needs api_keys or jwt, or no client could call")
+        return self
 
 
 class ServeArgs(BaseModel):
@@ -85,6 +161,9 @@ class ServeArgs(BaseModel):
     """List length when a request does not give ``k``."""
     deadline_s: float = Field(default=0.5, gt=0.0, le=30.0)
     """Per-call deadline for a variant; past it the fallback answers."""
+    router_deadline_s: float = Field(default=2.0, gt=0.0, le=60.0)
+    """Deadline of the ingress's call to the router (above ``deadline_s`` plus the fallback's
+    own second); past it the ingress answers from the fallback model, or its last-resort list."""
     watch_interval_s: float = Field(default=30.0, ge=0.0)
     """Seconds between registry polls of slots that ``follow`` a reference; 0 = no watching."""
     max_batch_size: int = Field(default=32, ge=1, le=1024)
@@ -93,10 +172,19 @@ class ServeArgs(BaseModel):
     """Batches the ingress keeps at the router at once; arrivals meanwhile form the next one."""
     diversity: float = Field(default=0.2, ge=0.0, le=1.0)
     """MMR weight of the re-ranker (0 = pure relevance order)."""
+    novelty: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Long-tail weight of the re-ranker against feedback loops (0 = off; counts from the
+    ``fallback_model``'s latest registry version). See README, "Feedback loops"."""
     rate_limit_per_min: int = Field(default=100, ge=1)
-    """Token-bucket limit per key (burst = one minute's worth)."""
-    rate_limit_key: Literal["user", "api_key", "client"] = "user"
-    """What a bucket is keyed by: user id, bearer token hash, or client address."""
+    """Requests per minute per user across all ingress replicas (burst = one minute's worth).
+    Keyed by the authenticated identity when there is one (a JWT's ``sub``, or the API key's
+    client plus the user id), so an anonymous flood naming an id cannot lock that user out."""
+    client_quota_per_min: int = Field(default=60_000, ge=1)
+    """Requests per minute per client across all ingress replicas: per API key or JWT client,
+    else per client address. High enough for a gateway fronting many users (1,000/s); stops
+    one client rotating user ids past ``rate_limit_per_min``."""
+    client_auth: ClientAuth = Field(default_factory=ClientAuth)
+    """Client authentication of ``/recommend`` (off by default)."""
     api_keys: list[ApiKey] = Field(default_factory=list)
     """Admin API keys (hashed, so safe in ``serve_config.yaml``). The ingress replica adds
     ``RAY_APP_API_KEYS`` / ``RAY_APP_ADMIN_TOKEN`` from its own environment: the client's for
@@ -114,6 +202,10 @@ class ServeArgs(BaseModel):
     """Recent answers kept for ``GET /trace/{request_id}``."""
     signing: SigningConfig = Field(default_factory=SigningConfig)
     """How replicas verify registry signatures."""
+    state: StateConfig | None = None
+    """Fresh user history (``ray_app.state``; the state consumer writes it): model servers
+    never recommend a user's watched or rated items and fold them into item-item scores at
+    request time. None: models answer from what they were trained on only."""
 
     @model_validator(mode="after")
     def _default_variant(self) -> ServeArgs:
@@ -124,6 +216,11 @@ class ServeArgs(BaseModel):
             raise ValueError(f"variant names must be unique, got {names}")
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one variant needs a positive weight")
+        if self.router_deadline_s <= self.deadline_s:
+            raise ValueError(
+                f"router_deadline_s ({self.router_deadline_s}) must exceed deadline_s "
+                f"({self.deadline_s}), or every slow variant would fail the whole request"
+            )
         return self
 
 

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
 from ray_app.serving.answer import Answer
+from ray_app.serving.breaker import Breaker
 from ray_app.serving.config import INTERNAL_DEPLOYMENT, Weight, updated_config
 from ray_app.serving.security import public_reason
 
@@ -106,6 +107,10 @@ class ABRouter:
         self.fallback = fallback
         self.reranker = reranker
         self.order = list(variants)
+        # One breaker per slot: calls a dead variant replica would fail or wait out the deadline
+        # until Serve replaces it; after a few failures the slot's users go straight to the
+        # fallback, and one probe a second finds out when the slot is back.
+        self.breakers = {name: Breaker() for name in variants}
         self._settings: RouterConfig | None = None
         # Plain per-replica tallies for /admin/variants (the retraining canary reads them);
         # the Prometheus counters below are the cluster-wide view.
@@ -141,6 +146,14 @@ class ABRouter:
             resp.cancel()  # free the replica's slot; the answer comes from the fallback
             raise
 
+    async def _rerank(self, items: list[list[str]], ks: list[int], deadline_s: float) -> Any:
+        resp = self.reranker.rerank_batch.remote(items, ks)
+        try:
+            return await asyncio.wait_for(resp, timeout=deadline_s)  # type: ignore[arg-type]
+        except TimeoutError:
+            resp.cancel()
+            raise
+
     async def route_batch(self, user_ids: list[str], ks: list[int]) -> list[Answer]:
         """One :class:`Answer` per request, in order, with ``variant`` and the fallback fields
         set (the ingress's ``AdaptiveBatcher`` forms batches).
@@ -162,6 +175,11 @@ class ABRouter:
         reasons: list[str | None] = [None] * n
 
         async def ask(slot: str, idx: list[int]) -> None:
+            breaker = self.breakers[slot]
+            if not breaker.allow():
+                for i in idx:
+                    reasons[i] = "circuit_open"
+                return
             try:
                 got = await self._call(
                     self.variants[slot],
@@ -171,10 +189,13 @@ class ABRouter:
                 )
                 for i, ans in zip(idx, got, strict=True):
                     answers[i] = ans
+                breaker.record(ok=True)
             except TimeoutError:
+                breaker.record(ok=False)
                 for i in idx:
                     reasons[i] = "timeout"
             except Exception as exc:  # a variant's failure is the fallback's cue, never the user's
+                breaker.record(ok=False)
                 log.warning("variant %s failed for %d users: %r", slot, len(idx), exc)
                 for i in idx:
                     reasons[i] = "error"
@@ -215,7 +236,8 @@ class ABRouter:
                 self.fell_back[slot] += 1
                 self.fallbacks.inc(tags={"variant": slot, "reason": reason})
         try:
-            finals: list[list[str]] = await self.reranker.rerank_batch.remote(items, ks)
+            # under the variants' deadline: a dead re-ranker replica must not hold the batch
+            finals: list[list[str]] = await self._rerank(items, ks, settings.deadline_s)
         except Exception:
             log.exception("re-ranker failed; serving relevance order")
             finals = [it[:k] for it, k in zip(items, ks, strict=True)]
