@@ -134,7 +134,7 @@ def test_preferences_look_up_held_out_ratings_per_slot() -> None:
 
 @pytest.fixture(scope="module")
 def synthetic() -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    data = generate(20_000, 300, 400, seed=0)
+    data = generate(20_000, 300, 400, seed=0, top_item_users=0.9)
     assert data.ratings is not None
     genres = dict(
         zip(data.movies["item_id"].astype(str), data.movies["genres"].map(list), strict=True)

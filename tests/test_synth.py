@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from ray_app.cli import app
 from ray_app.config import ConfigError
-from ray_app.data.synth import generate
+from ray_app.data.synth import ML25M_SIZES, generate, movielens_sizes
 from ray_app.data.synth_sampler import GENRES, iter_chunks
 
 
@@ -50,9 +50,62 @@ def test_popularity_is_skewed_and_activity_is_spread(small: tuple[pd.DataFrame, 
     ratings, _, _ = small
     item_counts = ratings["item_id"].value_counts().to_numpy()
     top = item_counts[: len(item_counts) // 100].sum() / len(ratings)
-    assert top > 0.1  # the top 1 % of items take far more than 1 % of interactions
+    assert top > 0.05  # the top 1 % of items take far more than 1 % of interactions
     user_counts = ratings["user_id"].value_counts()
     assert user_counts.max() > 5 * user_counts.median()
+
+
+@pytest.fixture(scope="module")
+def ml_shaped() -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Integer interactions at MovieLens-25M's shape, 400k of them: (users, items, ratings)."""
+    n_users, n_items = movielens_sizes(400_000)
+    _, chunks = iter_chunks(400_000, n_users, n_items, seed=5)
+    parts = list(chunks)
+    user_counts = np.bincount(np.concatenate([p.user for p in parts]), minlength=n_users)
+    item_counts = np.bincount(np.concatenate([p.item for p in parts]), minlength=n_items)
+    return user_counts, item_counts, np.concatenate([p.rating for p in parts]), n_users
+
+
+def test_movielens_sizes_scale_from_one_parameter() -> None:
+    assert movielens_sizes(ML25M_SIZES[0]) == ML25M_SIZES[1:]
+    assert movielens_sizes(1_000_000) == (6_502, 11_809)  # users linear, items sqrt
+    users, items = movielens_sizes(300)
+    assert users * items >= 300  # a tiny size still fits its interactions
+
+
+def test_top_item_is_rated_by_about_half_the_users(ml_shaped: tuple) -> None:
+    _, item_counts, _, n_users = ml_shaped
+    top = np.sort(item_counts)[::-1]
+    # ML-25M: the most rated movie has 81,491 of 162,541 users; a plain Zipf(1) gives ~all.
+    assert 0.4 < top[0] / n_users < 0.6
+    assert top[9] > top[0] / 1.5  # a flat head: ML's top ten are within 1.5 x
+    assert np.median(item_counts) < top[0] / 50  # and a long tail of rarely rated items
+
+
+def test_user_activity_is_heavy_tailed_like_movielens(ml_shaped: tuple) -> None:
+    user_counts, _, _, _ = ml_shaped
+    assert user_counts.min() == 20  # MovieLens keeps users with at least 20 ratings
+    assert 55 <= np.median(user_counts) <= 90  # ML-25M: median ~70, mean 154
+    assert 140 <= user_counts.mean() <= 170
+    assert user_counts.max() > 25 * np.median(user_counts)
+
+
+def test_ratings_are_distributed_like_movielens(ml_shaped: tuple) -> None:
+    _, _, ratings, _ = ml_shaped
+    values, counts = np.unique(ratings, return_counts=True)
+    share = dict(zip(values.tolist(), (counts / len(ratings)).tolist(), strict=True))
+    assert max(share, key=share.__getitem__) in (3.0, 4.0)  # ML-25M: 4.0 26.6 %, 3.0 19.6 %
+    assert 0.6 < np.mean(ratings % 1 == 0) < 0.8  # ML-25M: 70 % whole stars
+    assert 3.35 < ratings.mean() < 3.7  # ML-25M: 3.53
+    assert share[5.0] > share[1.0] > share[0.5]
+
+
+def test_top_item_share_follows_its_parameter() -> None:
+    n_users, n_items = movielens_sizes(200_000)
+    for target in (0.2, 0.8):
+        _, chunks = iter_chunks(200_000, n_users, n_items, seed=1, top_item_users=target)
+        items = np.concatenate([c.item for c in chunks])
+        assert abs(np.bincount(items).max() / n_users - target) < 0.1
 
 
 def test_deterministic_for_a_seed() -> None:

@@ -9,6 +9,7 @@ e-mail campaigns read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,11 @@ def recommend_all(
         users = [str(u) for u in model.interactions.user_ids]
     else:
         mv = reg.fetch(name, version)
-    ds = ray.data.from_pandas(pd.DataFrame({"user_id": users}))
+    # One block per batch, up to a few per actor: a single block (what one frame gives) would
+    # keep every actor but one idle, and on a cluster every node but one.
+    blocks = max(1, min(math.ceil(len(users) / batch_size), 4 * concurrency))
+    frame = pd.DataFrame({"user_id": users})
+    ds = ray.data.from_pandas([frame.iloc[i::blocks].reset_index(drop=True) for i in range(blocks)])
     scored = ds.map_batches(
         _Scorer,
         fn_constructor_args=(registry, name, mv.version, signing, k),

@@ -34,15 +34,30 @@ def synth_cmd(
     interactions: Annotated[
         int, typer.Option("--interactions", min=1, help="Number of (user, item) ratings.")
     ] = 1_000_000,
-    users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 10_000,
-    items: Annotated[int, typer.Option("--items", min=1, help="Number of items.")] = 5_000,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            "--users", min=1, help="Number of users [default: ML-25M's shape at this size]."
+        ),
+    ] = None,
+    items: Annotated[
+        int | None,
+        typer.Option(
+            "--items", min=1, help="Number of items [default: ML-25M's shape at this size]."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (output is deterministic).")] = 0,
 ) -> None:
-    """Generate MovieLens-shaped synthetic data (Zipf items, log-normal users) as Parquet.
+    """Generate MovieLens-25M-shaped synthetic data as Parquet, scaled by ``--interactions``.
 
-    MovieLens-25M scale is ``--interactions 25000000 --users 162000 --items 59000``.
+    Item popularity has a flat head (the top movie rated by about half the users) and a
+    power-law tail, user activity is log-normal; ``--interactions 25000000`` is full size
+    (162,000 users, 59,000 items).
     """
-    from ray_app.data.synth import generate
+    from ray_app.data.synth import generate, movielens_sizes
+
+    default_users, default_items = movielens_sizes(interactions)
+    users, items = users or default_users, items or default_items
 
     start = time.perf_counter()
     with progress_bar("generating") as update:

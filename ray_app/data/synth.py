@@ -1,7 +1,9 @@
 """Synthetic MovieLens-shaped data at any size up to MovieLens-25M scale, for scale tests.
 
-:mod:`ray_app.data.synth_sampler` holds the generative model (Zipf item popularity, log-normal
-user activity, demographics that predict taste); this module turns it into frames and files.
+:mod:`ray_app.data.synth_sampler` holds the generative model (item popularity and user activity
+calibrated to MovieLens-25M, demographics that predict taste); this module turns it into frames
+and files. :func:`movielens_sizes` scales users and items from one parameter, the number of
+interactions.
 Frames match :mod:`ray_app.data.movielens`: ratings ``user_id``, ``item_id`` (str), ``rating``
 (float32), ``timestamp`` (int64 s); movies ``item_id``, ``title``, ``year``, ``genres`` (list);
 users ``user_id``, ``age``, ``gender``, ``occupation``.
@@ -30,6 +32,20 @@ from ray_app.data.synth_sampler import (
     World,
     iter_chunks,
 )
+
+ML25M_SIZES = (25_000_095, 162_541, 59_047)
+"""MovieLens-25M's ratings, users and rated movies."""
+
+
+def movielens_sizes(n_interactions: int) -> tuple[int, int]:
+    """``(n_users, n_items)`` for MovieLens-25M's shape at ``n_interactions`` ratings: users grow
+    linearly (the mean history stays ~154 ratings), items with the square root (catalogues grow
+    slower than audiences; the convention of ``benchmarks/knn_scale.py``)."""
+    frac = n_interactions / ML25M_SIZES[0]
+    n_users = max(1, round(ML25M_SIZES[1] * frac))
+    n_items = max(1, round(ML25M_SIZES[2] * np.sqrt(frac)))
+    # Tiny sizes: keep the matrix able to hold every interaction.
+    return n_users, max(n_items, -(-n_interactions // n_users))
 
 
 @dataclass(frozen=True)
@@ -92,18 +108,22 @@ def generate(
     out_dir: str | Path | None = None,
     *,
     chunk_interactions: int = 2_000_000,
-    zipf_a: float = 1.0,
-    activity_sigma: float = 1.2,
+    top_item_users: float = 0.5,
+    popularity_tail: float = 1.7,
+    activity_sigma: float = 1.4,
     genre_affinity: float = 0.5,
     min_per_user: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticData:
     """Generate a MovieLens-shaped dataset; deterministic for a seed.
 
-    ``zipf_a`` is the item popularity exponent (1.0 ≈ MovieLens), ``activity_sigma`` the
-    log-normal spread of user activity, ``genre_affinity`` the share of interactions drawn
-    from the user's favourite genre, ``min_per_user`` the least activity (default
-    ``min(20, n_interactions / (4 n_users))``, at least 1).
+    ``top_item_users`` is the share of users expected to rate the most popular item (about
+    half in MovieLens-25M), ``popularity_tail`` the power-law exponent of item popularity
+    beyond its flat head, ``activity_sigma`` the log-normal spread of user activity,
+    ``genre_affinity`` the share of interactions drawn from the user's favourite genre,
+    ``min_per_user`` the least activity (default ``min(20, n_interactions / (4 n_users))``, at
+    least 1). :func:`movielens_sizes` gives ``n_users`` and ``n_items`` for a MovieLens-25M
+    shape at ``n_interactions``.
 
     Without ``out_dir`` the ratings frame is returned in memory. With ``out_dir`` it writes
     ``ratings.parquet`` (one row group per chunk of about ``chunk_interactions`` rows, so
@@ -117,7 +137,8 @@ def generate(
         n_items,
         seed,
         chunk_interactions=chunk_interactions,
-        zipf_a=zipf_a,
+        top_item_users=top_item_users,
+        popularity_tail=popularity_tail,
         activity_sigma=activity_sigma,
         genre_affinity=genre_affinity,
         min_per_user=min_per_user,

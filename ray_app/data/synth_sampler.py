@@ -3,17 +3,22 @@ interactions, sampled chunk by chunk.
 
 The generative story, all vectorised with numpy:
 
-* **items** get a popularity from a Zipf law over a random permutation (``p ∝ rank^-zipf_a``),
-  one to three genres (MovieLens-25M's 19 genres, weighted like its catalogue) and a release
+* **items** get a popularity over a random permutation of ranks shaped like MovieLens-25M's
+  (not a plain Zipf, whose top items every user would rate): ``p ∝ (rank + r0)^-popularity_tail``,
+  a flat head then a power-law tail, with the offset ``r0`` solved so that the most popular item
+  is expected to be rated by ``top_item_users`` of all users (about half in MovieLens-25M:
+  81,491 of 162,541 rate Forrest Gump); one to three genres (MovieLens-25M's 19 genres, weighted like its catalogue) and a release
   year skewed towards recent years;
 * **users** get demographics in MovieLens-1M's coding (age band, gender, occupation), a
   favourite genre that depends on their demographics (so cold-start models have a signal to
-  find), and an activity level from a log-normal law, scaled so the counts sum exactly to
+  find), and an activity level from a log-normal law (σ 1.4 gives MovieLens-25M's median of ~70
+  ratings a user against a mean of 154, and a longest history of ~30k), scaled so the counts sum exactly to
   ``n_interactions`` (every user has at least ``min_per_user``, at most ``n_items``);
 * each **interaction** picks an item from the global popularity or, with probability
   ``genre_affinity``, from the popularity restricted to the user's favourite genre; a user never
-  rates the same item twice. Ratings are half stars 0.5-5.0 (item quality + user bias + noise)
-  and timestamps fall in a per-user activity window between 1996 and 2019.
+  rates the same item twice. Ratings are 0.5-5.0 (item quality + user bias + noise), in whole
+  stars for 40 % of users and half stars for the rest, which gives MovieLens-25M's mix (70 %
+  whole stars, 4.0 the mode, mean ~3.5); timestamps fall in a per-user activity window between 1996 and 2019.
 
 Memory stays bounded by ``chunk_interactions`` interactions at a time: users are generated in
 chunks (:func:`iter_chunks`).
@@ -112,6 +117,7 @@ class World:
     user_gender: np.ndarray
     user_occupation: np.ndarray
     user_bias: np.ndarray
+    user_half_stars: np.ndarray  # bool: this user rates in half stars, else whole stars only
 
 
 def _validate(n_interactions: int, n_users: int, n_items: int, min_per_user: int) -> None:
@@ -158,19 +164,55 @@ def _user_counts(
     return counts
 
 
+def _top_item_rate(counts: np.ndarray, share: float) -> float:
+    """The draw probability of the most popular item at which ``share`` of users are expected
+    to rate it: solves ``mean_u 1 - exp(-counts_u p) = share`` (draws per user ≈ ratings)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # bisection: the left side grows with p
+        mid = (lo + hi) / 2
+        if float(np.mean(-np.expm1(-counts * mid))) < share:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _item_popularity(n_items: int, top_rate: float, tail: float) -> np.ndarray:
+    """Draw probabilities by popularity rank, ``∝ (rank + r0)^-tail``, with ``r0`` solved so
+    that rank 1 gets ``top_rate``: a flat head (MovieLens' top ten are within 1.5 x of each
+    other) and a power-law tail. ``r0 = 0`` (a plain Zipf) where even that is too flat."""
+    rank = np.arange(1, n_items + 1, dtype=np.float64)
+
+    def shape(r0: float) -> np.ndarray:
+        w = (rank + r0) ** -tail
+        return w / w.sum()
+
+    if shape(0.0)[0] <= top_rate:
+        return shape(0.0)
+    lo, hi = 0.0, float(n_items) * 1e3  # rank 1's share falls as r0 grows, to 1 / n_items
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if shape(mid)[0] > top_rate:
+            lo = mid
+        else:
+            hi = mid
+    return shape(hi)
+
+
 def _world(
     rng: np.random.Generator,
     n_interactions: int,
     n_users: int,
     n_items: int,
-    zipf_a: float,
+    top_item_users: float,
+    popularity_tail: float,
     activity_sigma: float,
     min_per_user: int,
 ) -> World:
+    counts = _user_counts(rng, n_interactions, n_users, n_items, min_per_user, activity_sigma)
     n_genres = len(GENRES)
-    rank = rng.permutation(n_items) + 1
-    pop = rank.astype(np.float64) ** -zipf_a
-    pop /= pop.sum()
+    pop = _item_popularity(n_items, _top_item_rate(counts, top_item_users), popularity_tail)
+    pop = pop[rng.permutation(n_items)]  # ranks at random over item ids
     gp = _GENRE_WEIGHTS / _GENRE_WEIGHTS.sum()
     k = rng.choice([1, 2, 3], size=n_items, p=[0.45, 0.35, 0.20])
     draws = rng.choice(n_genres, size=(n_items, 3), p=gp)
@@ -186,7 +228,7 @@ def _world(
         cdf = np.cumsum(pop[items])
         genre_cdfs.append((items, cdf / cdf[-1]))
     # Popular films are on average a little better rated.
-    quality = np.clip(3.2 + 0.15 * np.log(pop * n_items) + rng.normal(0, 0.4, n_items), 1, 5)
+    quality = np.clip(3.35 + 0.15 * np.log(pop * n_items) + rng.normal(0, 0.4, n_items), 1, 5)
     year = np.clip(2019 - np.floor(rng.exponential(14.0, n_items)), 1902, 2019).astype(np.int64)
 
     age = rng.choice(len(AGES), size=n_users, p=_AGE_WEIGHTS / _AGE_WEIGHTS.sum())
@@ -197,7 +239,6 @@ def _world(
     u = rng.random(n_users)
     cum = np.cumsum(taste[gender, age], axis=1)
     fav = np.minimum((u[:, None] > cum).sum(axis=1), n_genres - 1)
-    counts = _user_counts(rng, n_interactions, n_users, n_items, min_per_user, activity_sigma)
     draw_grid = np.unique(np.round(np.logspace(0, np.log10(30.0 * n_items), 160)))
     # 1 - (1-p)^m, via log1p for accuracy with tiny p; done in slices to bound memory.
     distinct_grid = np.concatenate(
@@ -221,6 +262,7 @@ def _world(
         gender,
         occupation,
         rng.normal(0, 0.35, n_users),
+        rng.random(n_users) < 0.6,
     )
 
 
@@ -318,8 +360,9 @@ def iter_chunks(
     seed: int = 0,
     *,
     chunk_interactions: int = 2_000_000,
-    zipf_a: float = 1.0,
-    activity_sigma: float = 1.2,
+    top_item_users: float = 0.5,
+    popularity_tail: float = 1.7,
+    activity_sigma: float = 1.4,
     genre_affinity: float = 0.5,
     min_per_user: int | None = None,
 ) -> tuple[World, Iterator[InteractionChunk]]:
@@ -332,12 +375,25 @@ def iter_chunks(
         # MovieLens keeps users with ≥ 20 ratings; smaller synthetic sets need a lower floor.
         min_per_user = max(1, min(20, n_interactions // (4 * max(n_users, 1))))
     _validate(n_interactions, n_users, n_items, min_per_user)
+    if not 0.0 < top_item_users < 1.0:
+        raise ConfigError(f"top_item_users must be in (0, 1), got {top_item_users}")
+    if popularity_tail <= 0.0:
+        raise ConfigError(f"popularity_tail must be positive, got {popularity_tail}")
     if not 0.0 <= genre_affinity <= 1.0:
         raise ConfigError(f"genre_affinity must be in [0, 1], got {genre_affinity}")
     if chunk_interactions < 1:
         raise ConfigError(f"chunk_interactions must be positive, got {chunk_interactions}")
     rng = np.random.default_rng(seed)
-    world = _world(rng, n_interactions, n_users, n_items, zipf_a, activity_sigma, min_per_user)
+    world = _world(
+        rng,
+        n_interactions,
+        n_users,
+        n_items,
+        top_item_users,
+        popularity_tail,
+        activity_sigma,
+        min_per_user,
+    )
 
     def chunks() -> Iterator[InteractionChunk]:
         bounds = np.searchsorted(
@@ -352,9 +408,11 @@ def iter_chunks(
             crng = np.random.default_rng([seed, int(lo)])
             user, item = _sample_chunk(crng, world, int(lo), int(hi), genre_affinity)
             raw = (
-                world.item_quality[item] + world.user_bias[user] + crng.normal(0.0, 0.7, len(item))
+                world.item_quality[item] + world.user_bias[user] + crng.normal(0.0, 0.85, len(item))
             )
-            rating = (np.clip(np.round(raw * 2) / 2, 0.5, 5.0)).astype(np.float32)
+            steps = np.where(world.user_half_stars[user], 2.0, 1.0)
+            lowest = np.where(world.user_half_stars[user], 0.5, 1.0)
+            rating = np.clip(np.round(raw * steps) / steps, lowest, 5.0).astype(np.float32)
             start = _T0 + (crng.random(hi - lo) * (_T1 - _T0) * 0.9).astype(np.int64)
             span = np.minimum(crng.lognormal(17.0, 1.5, hi - lo), _T1 - start).astype(np.int64)
             ul = user - lo
