@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -406,3 +406,128 @@ def asgi_client(app: Any, servable: Any) -> Iterator[Any]:
             yield client
     finally:
         serve.get_replica_context = real
+
+
+class Sample(NamedTuple):
+    """One request of :class:`SteadyLoad`: when it was due (seconds since the load started),
+    its latency from that moment, its status and its JSON body (status 0: no HTTP answer, and
+    the body is ``{"client_error": <httpx exception class>}``)."""
+
+    due_s: float
+    latency_s: float
+    status: int
+    body: dict[str, Any] | None
+
+
+class SteadyLoad:
+    """An open-loop client in a child process (its own GIL, away from the Ray driver's
+    threads): ``GET paths[i % len(paths)]`` at ``rate`` requests a second (asyncio + httpx),
+    each timed from its scheduled send, so a stall shows as latency rather than as fewer
+    requests. Use as a context manager; :attr:`samples` is filled, sorted by ``due_s``, when it
+    exits."""
+
+    def __init__(
+        self, base_url: str, rate: float, paths: Sequence[str], timeout_s: float = 10.0
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.t0 = 0.0
+        self.timeout_s = timeout_s
+        self.samples: list[Sample] = []
+        self._stop = ctx.Event()
+        self._out: Any = ctx.Queue()
+        self._sent: Any = ctx.Value("d", -1.0)
+        self._proc = ctx.Process(
+            target=_steady_load_main,
+            args=(base_url, rate, list(paths), timeout_s, self._stop, self._out, self._sent),
+            daemon=True,
+        )
+
+    def __enter__(self) -> SteadyLoad:
+        self._proc.start()
+        # the child's start (CLOCK_MONOTONIC, the same clock here), once it has imported
+        self.t0 = self._out.get(timeout=120)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        rows = self._out.get(timeout=self.timeout_s + 60)
+        self._proc.join(30)
+        self.samples = sorted((Sample(*r) for r in rows), key=lambda s: s.due_s)
+
+    def now(self) -> float:
+        """Seconds since the load started (the clock of ``Sample.due_s``)."""
+        return time.monotonic() - self.t0
+
+    def wait_sent(self, due_s: float, timeout: float = 300.0) -> None:
+        """Wait until the client has sent the request due at ``due_s`` (on a starved machine
+        it lags its schedule; a phase that should hold N seconds of load waits for them)."""
+        wait_until(lambda: self._sent.value >= due_s, timeout, 0.2, f"requests due at {due_s}")
+
+
+def _steady_load_main(
+    base_url: str,
+    rate: float,
+    paths: list[str],
+    timeout_s: float,
+    stop: Any,
+    out: Any,
+    sent: Any,
+) -> None:
+    t0 = time.monotonic()
+    out.put(t0)
+    rows: list[tuple[float, float, int, dict[str, Any] | None]] = []
+
+    async def one(client: httpx.AsyncClient, i: int, due: float) -> None:
+        try:
+            r = await client.get(paths[i % len(paths)])
+            ctype = r.headers.get("content-type", "")
+            body = r.json() if ctype.startswith("application/json") else None
+            status = r.status_code
+        except (httpx.HTTPError, ValueError) as exc:
+            body, status = {"client_error": type(exc).__name__}, 0
+        rows.append((due - t0, time.monotonic() - due, status, body))
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as c:
+            tasks: set[asyncio.Task[None]] = set()
+            i = 0
+            while not stop.is_set():
+                due = t0 + i / rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                task = asyncio.create_task(one(c, i, due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent.value = due - t0
+                i += 1
+            await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    out.put(rows)
+
+
+def serve_replica_pids(deployment: str, app: str = "recommender") -> list[int]:
+    """PIDs of the live replicas of a Serve deployment, from the GCS actor table (works
+    without the dashboard, which ``ray.util.state`` needs)."""
+    from ray._private import state as ray_state
+
+    actors: dict[str, dict[str, Any]] = ray_state.actors()
+    return sorted(
+        int(a["Pid"])
+        for a in actors.values()
+        if a["State"] == "ALIVE" and a["Name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
+    )
+
+
+def serve_replica_nodes(deployment: str, app: str = "recommender") -> list[str]:
+    """Node ids (hex) of the live replicas of a Serve deployment, one per replica, sorted."""
+    from ray._private import state as ray_state
+
+    actors: dict[str, dict[str, Any]] = ray_state.actors()
+    return sorted(
+        str(a["Address"]["NodeID"])
+        for a in actors.values()
+        if a["State"] == "ALIVE" and a["Name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
+    )
