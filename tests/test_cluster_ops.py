@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 from helpers import wait_http, wait_until
+from pydantic import SecretStr
 
 from ray_app.broker.embedded import free_port
 from ray_app.broker.settings import KafkaSettings
@@ -56,6 +57,8 @@ RETRAIN = (
     f'{SUBMIT} "$JOB_ENV" -- python jobs/retrain.py --config configs/retrain.yaml '
     "--serve-url http://HEAD:8000"
 )
+REGISTRY_KEY = "cluster-test-registry-key"
+"""The nodes' registry signing key; the test reads the registry with it too."""
 NODE_ENV = ("RAY_APP_HOME", "RAY_APP_REGISTRY_HMAC_KEY", "RAY_APP_ADMIN_TOKEN")
 """What the README tells users to export before `ray start` on every node."""
 
@@ -112,7 +115,7 @@ def cluster() -> Iterator[Cluster]:
     node_env = {
         **_client_env(base, token),
         "RAY_APP_HOME": str(home),
-        "RAY_APP_REGISTRY_HMAC_KEY": "cluster-test-registry-key",
+        "RAY_APP_REGISTRY_HMAC_KEY": REGISTRY_KEY,
         "RAY_APP_ADMIN_TOKEN": uuid.uuid4().hex,
     }
     # Every fixed default port of its own: another Ray on the machine may hold 6379, 8265,
@@ -269,7 +272,10 @@ class Traffic:
 @pytest.mark.timeout(1800)  # about 7 minutes alone on 2 cores; jobs start slower on a busy one
 def test_readme_cluster_section_end_to_end(cluster: Cluster, broker: str, ml100k: object) -> None:
     job_env = _job_env(cluster, broker)
-    registry = Registry(str(cluster.home / "data" / "demo" / "registry"), SigningConfig())
+    registry = Registry(
+        str(cluster.home / "data" / "demo" / "registry"),
+        SigningConfig(hmac_key=SecretStr(REGISTRY_KEY)),
+    )
     # RAY_APP_HOME pointing where there is no data: the job fails in one line saying where.
     nowhere = cluster.home.parent / "nowhere"
     failed = _run(cluster, TRAIN, job_env.replace(str(cluster.home), str(nowhere)), returncode=1)

@@ -72,7 +72,46 @@ def test_a_wider_gap_than_the_tolerance_allows_is_refused(world: dict[str, Any])
     gate = offline_gate(_config(world), {"ndcg@10": NDCG}, _serving(world), _fairness(0.11))
     assert not gate.passed
     assert gate.reason == "parity gap of ndcg@10 across gender 0.1100 > serving 0.0500 + 0.05"
-    assert gate.details["parity"]["groups"]["gender"] == {"candidate": 0.11, "serving": 0.05}
+    assert gate.details["parity"]["groups"]["gender"] == {
+        "candidate": 0.11,
+        "candidate_lower": None,
+        "serving": 0.05,
+    }
+
+
+def _with_intervals(gap: float, half_width: float) -> dict[str, Any]:
+    """A fairness block whose gender groups F and M are ``gap`` apart, each with an interval
+    of ``half_width`` either side of its mean."""
+    block = _fairness(gap)
+    block["parity"]["gender"]["ndcg@10"].update(best="M", worst="F")
+    means = {"M": 0.3 + gap, "F": 0.3}
+    block["groups"] = {
+        "gender": {
+            g: {"ndcg@10": {"mean": m, "ci": [m - half_width, m + half_width]}}
+            for g, m in means.items()
+        }
+    }
+    return block
+
+
+def test_a_wider_gap_that_noise_explains_passes(world: dict[str, Any]) -> None:
+    # point gap 0.15 > 0.05 + 0.05, but the intervals overlap: another holdout could close it
+    gate = offline_gate(
+        _config(world), {"ndcg@10": NDCG}, _serving(world), _with_intervals(0.15, 0.06)
+    )
+    assert gate.passed, gate.reason
+    assert gate.details["parity"]["groups"]["gender"]["candidate_lower"] == pytest.approx(0.03)
+
+
+def test_a_wider_gap_beyond_the_intervals_is_refused(world: dict[str, Any]) -> None:
+    gate = offline_gate(
+        _config(world), {"ndcg@10": NDCG}, _serving(world), _with_intervals(0.3, 0.05)
+    )
+    assert not gate.passed
+    assert gate.reason == (
+        "parity gap of ndcg@10 across gender 0.2000 > serving 0.0500 + 0.05 "
+        "(gap 0.3000, beyond its 95% intervals)"
+    )
 
 
 def test_a_gap_within_tolerance_passes_and_unlisted_groupings_do_not_count(
@@ -94,7 +133,11 @@ def test_no_check_without_a_tolerance_or_a_serving_block(world: dict[str, Any]) 
     old = {k: v for k, v in world["serving"].manifest.items() if k != "fairness"}
     gate = offline_gate(_config(world), {"ndcg@10": NDCG}, _serving(world, old), _fairness(0.9))
     assert gate.passed
-    assert gate.details["parity"]["groups"]["gender"] == {"candidate": 0.9, "serving": None}
+    assert gate.details["parity"]["groups"]["gender"] == {
+        "candidate": 0.9,
+        "candidate_lower": None,
+        "serving": None,
+    }
 
 
 def test_a_gate_metric_without_a_parity_gap_names_the_fix(world: dict[str, Any]) -> None:

@@ -59,6 +59,7 @@ def world(
         api_keys=[ApiKey(name="retrainer", role="admin", sha256=token_hash(TOKEN))],
         rate_limit_per_min=10_000,
         deadline_s=2.0,
+        router_deadline_s=5.0,  # above the variant deadline, as ServeArgs requires
     )
     start_serving(args, "127.0.0.1", port)
     base = f"http://127.0.0.1:{port}"

@@ -260,6 +260,22 @@ def _mean(values: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else math.nan
 
 
+def gap_lower_bound(fairness: dict[str, Any], metric: str, kind: str) -> float | None:
+    """The part of a grouping's parity gap of ``metric`` that its sampling noise cannot explain:
+    the best group's interval low end minus the worst group's high end (0 when they overlap);
+    None when the block lacks that grouping's gap or intervals."""
+    entry = fairness.get("parity", {}).get(kind, {}).get(metric, {})
+    groups = fairness.get("groups", {}).get(kind, {})
+    try:
+        best_lo = groups[entry["best"]][metric]["ci"][0]
+        worst_hi = groups[entry["worst"]][metric]["ci"][1]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if best_lo is None or worst_hi is None:
+        return None
+    return max(0.0, float(best_lo) - float(worst_hi))
+
+
 def largest_gap(
     parity_by_kind: dict[str, Any], metric: str, kinds: list[str] | None = None
 ) -> dict[str, Any]:

@@ -44,8 +44,10 @@ class RetrainConfig(BaseModel):
     parity_gap_tolerance: float | None = Field(default=0.05, ge=0)
     """Refuse a candidate whose parity gap of ``gate_metric`` over a grouping in
     ``parity_groups`` exceeds the serving version's by more than this (None: no check)."""
-    parity_groups: list[str] = Field(default_factory=lambda: ["gender", "age_band", "activity"])
-    """User groupings the parity check compares (of gender, age_band, occupation, activity)."""
+    parity_groups: list[str] = Field(default_factory=lambda: ["gender", "age_band"])
+    """User groupings the parity check compares (of gender, age_band, occupation, activity).
+    Not activity by default: its bands are cut from each version's own training data, so two
+    versions' bands hold different users and their gaps are not like for like."""
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """The fairness block of the candidate (as in the train job)."""
     shilling: ShillingConfig = Field(default_factory=ShillingConfig)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ray_app.config import ConfigError
 from ray_app.errors import UserError
-from ray_app.evaluation.fairness import largest_gap
+from ray_app.evaluation.fairness import gap_lower_bound, largest_gap
 from ray_app.registry.lifecycle import append_events, lifecycle_event
 from ray_app.registry.store import Registry
 from ray_app.retraining.canary import (
@@ -188,9 +188,16 @@ def parity_gate(
     for kind in config.parity_groups:
         cand = largest_gap(fairness.get("parity", {}), metric, [kind])["gap"]
         base = largest_gap(served, metric, [kind])["gap"]
-        details["groups"][kind] = {"candidate": cand, "serving": base}
-        if cand is not None and base is not None and cand > base + tolerance:
-            failures.append(f"{kind} {cand:.4f} > serving {base:.4f} + {tolerance}")
+        # The two gaps come from different holdouts: only the part of the candidate's gap
+        # that its own bootstrap intervals cannot explain counts as a real increase.
+        sure = gap_lower_bound(fairness, metric, kind)
+        details["groups"][kind] = {"candidate": cand, "candidate_lower": sure, "serving": base}
+        grew = cand is not None and base is not None and cand > base + tolerance
+        if grew and base is not None and (sure is None or sure > base + tolerance):
+            shown = cand if sure is None else sure
+            level = float(fairness.get("confidence", 0.95))
+            note = "" if sure is None else f" (gap {cand:.4f}, beyond its {level:.0%} intervals)"
+            failures.append(f"{kind} {shown:.4f} > serving {base:.4f} + {tolerance}{note}")
     details["checked"] = True
     reason = f"parity gap of {metric} across " + "; ".join(failures) if failures else ""
     return details, reason
