@@ -61,6 +61,7 @@ def world(
         deadline_s=2.0,
         router_deadline_s=5.0,  # above the variant deadline, as ServeArgs requires
     )
+    serve.shutdown()  # http_options apply only when Serve starts; an earlier module's may linger
     start_serving(args, "127.0.0.1", port)
     base = f"http://127.0.0.1:{port}"
     users = sorted(ratings.user_id.unique(), key=int)
