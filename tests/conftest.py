@@ -4,6 +4,7 @@ test session."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +34,9 @@ def broker() -> Iterator[str]:
 def ray_session() -> Iterator[None]:
     """One local Ray for the whole session (``ray.init`` costs ~4 s)."""
     import ray
+    from helpers import LOCAL_RAY
 
-    ray.init(
-        address="local",  # never join a cluster some other process left behind
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-    )
+    ray.init(**LOCAL_RAY, ignore_reinit_error=True)
     yield
     try:
         from ray import serve
@@ -59,6 +55,21 @@ def s3_server() -> Iterator[S3Server]:
 
     proc, server = start_s3_server(free_port())
     yield server
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A throwaway real ``redis-server`` on a free loopback port, one per test module."""
+    from helpers import start_redis_server
+
+    from ray_app.broker.embedded import free_port
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    proc = start_redis_server(port := free_port())
+    yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=30)
 

@@ -531,3 +531,40 @@ def serve_replica_nodes(deployment: str, app: str = "recommender") -> list[str]:
         for a in actors.values()
         if a["State"] == "ALIVE" and a["Name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
     )
+
+
+LOCAL_RAY: dict[str, Any] = {
+    "address": "local",  # never join a cluster some other process left behind
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "log_to_driver": False,
+}
+"""How the tests start their one-node Ray (``ray_session`` in conftest.py)."""
+
+
+@contextlib.contextmanager
+def head_and_two_workers(
+    head_args: dict[str, Any], worker_args: dict[str, Any]
+) -> Iterator[tuple[Any, list[Any]]]:
+    """A ``ray.cluster_utils.Cluster`` (a head and two worker nodes) in place of the session's
+    one-node Ray, which is shut down for it and started again after it, so later tests find it
+    as they expect; yields the cluster and its worker nodes."""
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    had_session = ray.is_initialized()
+    if had_session:
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args=head_args)
+    workers = [cluster.add_node(**worker_args) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, workers
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        if had_session:
+            ray.init(**LOCAL_RAY)

@@ -4,16 +4,14 @@ store (a user's new event invalidates their entry at once)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import serve_replica, start_redis_server
+from helpers import serve_replica
 from model_contract import checkerboard_interactions
 
-from ray_app.broker.embedded import free_port
 from ray_app.models.ease import EASE, EASEConfig
 from ray_app.registry.store import Registry
 from ray_app.serving.answer import Answer
@@ -51,17 +49,6 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     cache.put(k3, sig, B, now=1)  # type: ignore[arg-type]
     assert cache.get(k2, sig, now=1) is None  # type: ignore[arg-type]
     assert cache.get(KEY, sig, now=1) == A
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    port = free_port()
-    proc = start_redis_server(port)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture()

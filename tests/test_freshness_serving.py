@@ -4,14 +4,13 @@ leaves the lists at once, folds into item-item scores, and gives new users perso
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import serve_replica, start_redis_server, wait_until
+from helpers import serve_replica, wait_until
 from model_contract import checkerboard_interactions
 
 from ray_app.broker.embedded import free_port
@@ -26,17 +25,6 @@ from ray_app.state.open_store import open_store
 from ray_app.state.store import Activity, StateStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    port = free_port()
-    proc = start_redis_server(port)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture()

@@ -13,13 +13,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import assert_exactly_once, landed_offsets
 from kafka import KafkaProducer
 
 from ray_app.broker.embedded import ensure_topics
-from ray_app.snapshots.store import SnapshotStore, committed_batches
+from ray_app.snapshots.store import committed_batches
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -116,19 +116,6 @@ def test_sigkill_loses_and_duplicates_nothing(
     assert len(committed_batches(snaps)) >= mid
 
     # Every data file left, not only the durable ones: recovery must have removed the rest.
-    store = SnapshotStore.at(snaps)
-    seen: Counter[tuple[int, int]] = Counter()
-    dead = 0
-    for sub in ("events", "dead_letter"):
-        for f in store.list_files(sub):
-            t = pq.read_table(
-                store.path(f.rel), filesystem=store.fs, columns=["partition", "offset"]
-            )
-            seen.update(zip(t["partition"].to_pylist(), t["offset"].to_pylist(), strict=True))
-            dead += t.num_rows if sub == "dead_letter" else 0
-    dupes = {k: c for k, c in seen.items() if c > 1}
-    assert not dupes, f"{len(dupes)} offsets written twice, e.g. {list(dupes)[:5]}"
-    missing = set(produced) - set(seen)
-    assert not missing, f"{len(missing)} offsets lost, e.g. {sorted(missing)[:5]}"
-    assert set(seen) == set(produced)
+    seen, dead = landed_offsets(str(snaps))
+    assert_exactly_once(seen, set(produced))
     assert dead == sum(1 for v in values if v in BAD)

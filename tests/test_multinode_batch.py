@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from helpers import wait_until, write_ratings_snapshot
-from ray.cluster_utils import Cluster
+from helpers import head_and_two_workers, wait_until, write_ratings_snapshot
 from ray.util.state import list_actors, list_tasks
 
 from ray_app.batch.all_users import recommend_all
@@ -38,27 +37,12 @@ BATCHES = 6
 
 @pytest.fixture()
 def cluster() -> Iterator[tuple[str, list[Any]]]:
-    """A head that runs no work and two worker nodes; yields its address and the workers.
-
-    The session's one-node Ray (``ray_session``) is shut down for the test and started again
-    after it, so the tests after this one find it as they expect.
-    """
-    had_session = ray.is_initialized()
-    if had_session:
-        ray.shutdown()
+    """A head that runs no work and two worker nodes; yields its address and the workers."""
     # The state API (which node ran what) needs the dashboard; a free port, as 8265 may be
     # another cluster's.
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": free_port()})
-    workers = [c.add_node(num_cpus=2) for _ in range(2)]
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    head = {"num_cpus": 0, "dashboard_port": free_port()}
+    with head_and_two_workers(head, {"num_cpus": 2}) as (c, workers):
         yield c.address, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        if had_session:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 def _nodes_of(listing: Any, name_part: str, field: str) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import ray
-from helpers import assert_exactly_once, landed_offsets, wait_until
+from helpers import assert_exactly_once, head_and_two_workers, landed_offsets, wait_until
 from kafka import KafkaProducer
 from ray.cluster_utils import Cluster
 
@@ -31,25 +31,9 @@ INGEST = {"ingest": 1.0}
 
 @pytest.fixture()
 def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
-    """A head that runs no actors and two worker nodes with the ``ingest`` resource.
-
-    The session's one-node Ray (``ray_session``) is shut down for the test and started again
-    after it, so the tests after this one find it as they expect.
-    """
-    had_session = ray.is_initialized()
-    if had_session:
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [c.add_node(num_cpus=1, resources=INGEST) for _ in range(2)]
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
-        yield c, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        if had_session:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """A head that runs no actors and two worker nodes with the ``ingest`` resource."""
+    with head_and_two_workers({"num_cpus": 0}, {"num_cpus": 1, "resources": INGEST}) as got:
+        yield got
 
 
 def _produce(broker: str, topic: str, start: int, n: int) -> set[tuple[int, int]]:

@@ -13,8 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import ray
-from helpers import SteadyLoad, interactions, serve_replica_nodes, wait_http, wait_until
+from helpers import (
+    SteadyLoad,
+    head_and_two_workers,
+    interactions,
+    serve_replica_nodes,
+    wait_http,
+    wait_until,
+)
 from ray.cluster_utils import Cluster
 
 from ray_app.broker.embedded import free_port
@@ -45,29 +51,10 @@ HEAL_TIMEOUT_S = 120.0
 
 @pytest.fixture()
 def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
-    """A head that runs only Serve's controller and proxy (0 CPUs) and two worker nodes.
-
-    The session's one-node Ray (``ray_session``) is shut down for the test and started again
-    after it, so the tests after this one find it as they expect.
-    """
-    had_session = ray.is_initialized()
-    if had_session:
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    """A head that runs only Serve's controller and proxy (0 CPUs) and two worker nodes."""
     # 2 CPUs each: after a node loss the survivor must hold every replica (0.1 CPU each)
-    workers = [c.add_node(num_cpus=2) for _ in range(2)]
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
-        yield c, workers
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
-        c.shutdown()
-        if had_session:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with head_and_two_workers({"num_cpus": 0}, {"num_cpus": 2}) as got:
+        yield got
 
 
 def _registry(root: Path) -> str:

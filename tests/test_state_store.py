@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from helpers import start_redis_server
 
-from ray_app.broker.embedded import free_port
 from ray_app.errors import UserError
 from ray_app.state.config import StateConfig
 from ray_app.state.open_store import open_store
@@ -20,17 +17,6 @@ from ray_app.state.store import Activity, MemoryState, StateStore
 pytestmark = pytest.mark.integration
 
 HOUR = 3600.0
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    port = free_port()
-    proc = start_redis_server(port)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture(params=["actor", "redis"])
